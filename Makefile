@@ -1,0 +1,40 @@
+# The two commands: `make demo` and `make test`. Each sets up what it needs first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DEBIAN_FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+
+.PHONY: demo test install data speed clean
+
+demo: install data
+	$(BIN)/ctxenc bench benchmarks/demo.yaml
+
+test: install data
+	$(BIN)/python -m pytest -q
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+# Fashion-MNIST, the embedded default: Debian's dataset-fashion-mnist package.
+data:
+	@if [ -n "$$CTXENC_DATA" ] || [ -f $(DEBIAN_FMNIST) ]; then \
+		echo "Fashion-MNIST: found"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "Fashion-MNIST: installing Debian's dataset-fashion-mnist"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist; \
+	else \
+		echo "Fashion-MNIST is missing: run 'sudo apt-get install dataset-fashion-mnist', or set CTXENC_DATA to a folder holding its four IDX .gz files."; \
+		exit 2; \
+	fi
+
+speed: install
+	$(BIN)/python benchmarks/speed_pretrain.py
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache

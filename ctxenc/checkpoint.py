@@ -1,0 +1,76 @@
+"""Checkpoints: one self-describing file, written atomically, loaded strictly.
+
+A checkpoint is a plain dict of tensors and primitives (so `torch.load(weights_only=True)`
+reads it) holding the encoder's config, the pretext config, the data preprocessing and the
+weights: an evaluator rebuilds the encoder from the file alone.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+from ctxenc.encoders import Encoder, create_encoder
+from ctxenc.errors import UserError
+from ctxenc.pretext import PretextConfig, build_pretext
+
+FORMAT = "ctxenc-checkpoint-1"
+
+
+def save_checkpoint(path: str | os.PathLike, payload: dict) -> None:
+    """Write to a temporary file beside `path`, then rename: a kill never leaves a torn file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save({"format": FORMAT, **payload}, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict:
+    """Read a ctxenc checkpoint with `weights_only=True`; anything else is a `UserError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"checkpoint {path} does not exist; pass the checkpoint.pt written by 'ctxenc pretrain'.")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # pickle, zip and unpickler errors all mean: not a checkpoint
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UserError(f"{path} is not a readable ctxenc checkpoint ({first_line[:120]}).") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise UserError(f"{path} is not a ctxenc checkpoint (no '{FORMAT}' marker); pass one written by 'ctxenc pretrain'.")
+    return ckpt
+
+
+def rebuild_model(ckpt: dict) -> torch.nn.Module:
+    """The full pretext model (encoder, decoder, discriminator) with the checkpoint's weights."""
+    encoder = create_encoder(**ckpt["encoder"])
+    model = build_pretext(PretextConfig(**ckpt["pretext"]), encoder, torch.tensor(ckpt["data"]["fill"]))
+    _load_strict(model, ckpt["model"], ckpt)
+    return model
+
+
+def load_encoder(path: str | os.PathLike) -> tuple[Encoder, dict]:
+    """Rebuild the encoder of a checkpoint, in eval mode, and return it with the checkpoint."""
+    ckpt = load_checkpoint(path)
+    encoder = create_encoder(**ckpt["encoder"])
+    state = {k.removeprefix("encoder."): v for k, v in ckpt["model"].items() if k.startswith("encoder.")}
+    _load_strict(encoder, state, ckpt)
+    return encoder.eval(), ckpt
+
+
+def _load_strict(module: torch.nn.Module, state: dict, ckpt: dict) -> None:
+    try:
+        module.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        detail = str(err).splitlines()[0]
+        raise UserError(f"the checkpoint's weights do not fit encoder {ckpt['encoder']} ({detail}); it was written by another model version.") from None

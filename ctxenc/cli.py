@@ -1,0 +1,122 @@
+"""The `ctxenc` command: pretrain, evaluate, bench, report.
+
+User mistakes raise `UserError`: one sentence on stderr, exit code 2, no traceback (unless
+--debug).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ctxenc.errors import UserError
+
+EPILOG = "Data: --data-root DIR, else $CTXENC_DATA, else Debian's dataset-fashion-mnist package, else --download."
+
+
+def add_data_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dataset", default="fashion_mnist", help="dataset name (default: fashion_mnist)")
+    p.add_argument("--data-root", metavar="DIR", help="folder holding the dataset files (default: $CTXENC_DATA, then the Debian package's folder)")
+    p.add_argument("--download", action="store_true", help="download the dataset with torchvision when it is not found (needs internet)")
+    p.add_argument("--limit", type=int, metavar="N", help="use only the first N images of each split (quick end-to-end checks)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from ctxenc.evaluators import PROTOCOLS
+    from ctxenc.masks import MASKS
+    from ctxenc.pretext import PRETEXTS
+
+    parser = argparse.ArgumentParser(prog="ctxenc", description="Context-encoder feature learning benchmarks (Pathak et al., CVPR 2016).", epilog=EPILOG)
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks for errors")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("pretrain", help="pretrain an encoder with a pretext task; writes OUT/checkpoint.pt and OUT/log.jsonl",
+                       description="Pretrain an encoder with a pretext task on the train split (images only, no labels).", epilog=EPILOG)
+    p.add_argument("--pretext", required=True, choices=PRETEXTS, help="random: N(0, 0.02) init, no training; autoencoder: reconstruct the whole unmasked image; context_encoder: inpaint masked pixels")
+    p.add_argument("--mask", default="random_region", choices=list(MASKS), help="context-encoder mask: center (1/4 of the area), random_block (squares, <= 1/4), random_region (blobs, 20-30%%) (default: random_region)")
+    p.add_argument("--adversarial", action="store_true", help="add the adversarial loss (lambda_rec 0.999, lambda_adv 0.001, generator lr 10x the discriminator's)")
+    p.add_argument("--overlap-px", type=int, default=1, help="border of the hole that the prediction overlaps with the context (default: 1 px at 32 px; paper: 4 px at 128 px)")
+    p.add_argument("--overlap-weight", type=float, default=10.0, help="loss weight of the overlap border (default: 10, as in the paper)")
+    p.add_argument("--encoder", default="small", help="encoder name: small (default) or dcgan")
+    p.add_argument("--input-size", type=int, default=32, help="encoder input size in px; smaller images are padded (default: 32)")
+    add_data_options(p)
+    p.add_argument("--epochs", type=int, default=1, help="passes over the training images (default: 1)")
+    p.add_argument("--batch-size", type=int, default=64, help="images per step (default: 64, as in the paper's code)")
+    p.add_argument("--lr", type=float, default=2e-3, help="Adam learning rate of the encoder-decoder (default: 2e-3, as in the paper's code)")
+    p.add_argument("--max-steps", type=int, help="stop after this many steps")
+    p.add_argument("--seed", type=int, default=0, help="seeds initial weights, data order and masks (default: 0)")
+    p.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+    p = sub.add_parser("evaluate", help="evaluate a checkpoint's frozen encoder; appends rows to OUT/records.csv",
+                       description="Evaluate the encoder of a checkpoint with one protocol, on the test split.", epilog=EPILOG)
+    p.add_argument("--checkpoint", required=True, type=Path, metavar="FILE", help="checkpoint.pt written by 'ctxenc pretrain'")
+    p.add_argument("--protocol", required=True, metavar="NAME|YAML", help=f"protocol name ({', '.join(PROTOCOLS)}) or a YAML file such as eval/linear_probe.yaml")
+    add_data_options(p)
+    p.add_argument("--out", required=True, type=Path, metavar="DIR", help="folder whose records.csv gets the rows")
+
+    p = sub.add_parser("bench", help="run a suite (pretext x seed x protocol) and write records, table, plots and report",
+                       description="Run every cell of a suite YAML; cells whose records exist are skipped.", epilog=EPILOG)
+    p.add_argument("suite", type=Path, help="suite YAML, e.g. benchmarks/demo.yaml")
+    p.add_argument("--out", type=Path, metavar="DIR", help="output folder (default: results/<suite name>)")
+    p.add_argument("--data-root", metavar="DIR", help="folder holding the dataset files")
+    p.add_argument("--limit", type=int, metavar="N", help="run every cell on N images and a few steps, to check a suite end to end")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+    p = sub.add_parser("report", help="(re)write table.md, bars.png, inpainting.png and report.md from DIR/records.csv")
+    p.add_argument("dir", type=Path, help="results folder holding records.csv")
+    p.add_argument("--data-root", metavar="DIR", help="folder holding the dataset files (for the inpainting figure)")
+    return parser
+
+
+def run(args: argparse.Namespace) -> None:
+    if args.command == "pretrain":
+        from ctxenc.engine import TrainConfig, pretrain
+        from ctxenc.pretext import PretextConfig
+
+        pretext = PretextConfig(name=args.pretext, mask=args.mask, overlap_px=args.overlap_px,
+                                overlap_weight=args.overlap_weight, adversarial=args.adversarial)
+        train = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed, max_steps=args.max_steps)
+        path = pretrain(args.dataset, {"name": args.encoder, "input_size": args.input_size}, pretext, train, args.out,
+                        args.data_root, args.download, args.limit, progress=not args.no_progress)
+        print(f"wrote {path}")
+    elif args.command == "evaluate":
+        from ctxenc.evaluation import evaluate, resolve_protocol
+        from ctxenc.results.records import append_records
+
+        name, config = resolve_protocol(args.protocol)
+        if args.download:
+            from ctxenc.data import load_dataset
+
+            load_dataset(args.dataset, "train", args.data_root, download=True)
+        rows = evaluate(args.checkpoint, name, config, args.dataset, args.data_root, args.limit)
+        append_records(args.out / "records.csv", [{**row, "suite": "adhoc"} for row in rows])
+        for row in rows:
+            print(f"{row['protocol']} {row['metric']}: {row['value']:.4f}")
+        print(f"appended {len(rows)} rows to {args.out / 'records.csv'}")
+    elif args.command == "bench":
+        from ctxenc.bench import run_suite
+        from ctxenc.results.report import write_report
+
+        out = run_suite(args.suite, args.out, args.data_root, args.limit, progress=not args.no_progress)
+        print(f"wrote {write_report(out, args.data_root)}")
+    elif args.command == "report":
+        from ctxenc.results.report import write_report
+
+        print(f"wrote {write_report(args.dir, args.data_root)}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        run(args)
+    except UserError as err:
+        if args.debug:
+            raise
+        print(f"ctxenc: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("ctxenc: interrupted; checkpoints and records written so far are intact.", file=sys.stderr)
+        return 130
+    return 0

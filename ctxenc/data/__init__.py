@@ -1,0 +1,66 @@
+"""Datasets as in-memory tensors, looked up by name.
+
+Every dataset is an `ImageDataset`: uint8 images (N, C, H, W) and labels, held in memory so the
+training loop indexes tensors instead of calling per-sample Python.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ctxenc.errors import UserError
+
+DEBIAN_ROOT = Path("/usr/share/datasets")
+
+
+@dataclass(frozen=True)
+class ImageDataset:
+    """images: uint8 (N, C, H, W); labels: int64 (N,) class indices."""
+
+    name: str
+    split: str
+    images: torch.Tensor
+    labels: torch.Tensor
+    num_classes: int
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+
+def resolve_root(data_root: str | os.PathLike | None) -> Path | None:
+    """The data root the user named: `--data-root`, else `$CTXENC_DATA`, else None."""
+    root = data_root or os.environ.get("CTXENC_DATA")
+    return Path(root) if root else None
+
+
+DATASETS = ("fashion_mnist",)
+
+
+def load_dataset(name: str, split: str, data_root=None, download: bool = False) -> ImageDataset:
+    """Load split `train` or `test` of dataset `name` into memory."""
+    if name == "fashion_mnist":
+        from ctxenc.data.fashion_mnist import load_fashion_mnist
+
+        return load_fashion_mnist(split, resolve_root(data_root), download)
+    raise UserError(f"unknown dataset {name!r}; valid names: {', '.join(DATASETS)}.")
+
+
+def to_model_input(images: torch.Tensor, size: int) -> torch.Tensor:
+    """uint8 (N, C, h, w) -> float32 (N, C, size, size) in [-1, 1].
+
+    Smaller images are zero-padded (black, Fashion-MNIST's background) around the centre,
+    larger ones centre-cropped, so no pixel is resampled.
+    """
+    x = images.float().div_(127.5).sub_(1.0)
+    h, w = x.shape[-2:]
+    if (h, w) == (size, size):
+        return x
+    if h > size or w > size:
+        top, left = (h - size) // 2, (w - size) // 2
+        return x[..., top : top + size, left : left + size].contiguous()
+    pt, pl = (size - h) // 2, (size - w) // 2
+    return torch.nn.functional.pad(x, (pl, size - w - pl, pt, size - h - pt), value=-1.0)

@@ -1,0 +1,145 @@
+"""Pretraining: one explicit, seeded training loop, read top to bottom.
+
+`pretrain()` is the whole job behind `ctxenc pretrain`: load the data into memory, build the
+encoder and pretext model from the seed, train, and write `checkpoint.pt` and `log.jsonl`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from ctxenc.checkpoint import save_checkpoint
+from ctxenc.data import load_dataset, to_model_input
+from ctxenc.encoders import create_encoder
+from ctxenc.errors import UserError
+from ctxenc.losses import discriminator_loss, generator_loss
+from ctxenc.masks import sample_masks
+from ctxenc.pretext import PretextConfig, build_pretext
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation of a pretext model (paper code: Adam, beta1 0.5, G lr 2e-3, D lr 2e-4, batch 64).
+
+    max_steps caps the run (for smoke tests and `--limit`); None trains `epochs` full epochs.
+    """
+
+    epochs: int = 1
+    batch_size: int = 64
+    lr: float = 2e-3
+    beta1: float = 0.5
+    seed: int = 0
+    max_steps: int | None = None
+    log_every: int = 50
+
+    def __post_init__(self):
+        if self.epochs < 0 or self.batch_size < 1 or self.lr <= 0:
+            raise UserError(f"training needs epochs >= 0, batch size >= 1 and lr > 0, got {self.epochs}, {self.batch_size}, {self.lr}.")
+
+
+class TrainingDiverged(UserError):
+    """The loss stopped being finite."""
+
+
+def pretrain(dataset: str, encoder: dict, pretext: PretextConfig, train: TrainConfig, out_dir: str | Path,
+             data_root=None, download: bool = False, limit: int | None = None, progress: bool = True) -> Path:
+    """Pretrain `pretext` on the train split of `dataset`; returns the checkpoint's path.
+
+    encoder: {"name": ..., **options}; the input size and channels come from the data unless given.
+    limit: use only the first `limit` training images (quick end-to-end checks).
+    """
+    out_dir = Path(out_dir)
+    data = load_dataset(dataset, "train", data_root, download)
+    images = data.images[:limit] if limit else data.images
+    enc_options = {"in_channels": images.shape[1], "input_size": 32, **{k: v for k, v in encoder.items() if k != "name"}}
+    x = to_model_input(images, enc_options["input_size"])
+    fill = x.mean(dim=(0, 2, 3))  # the dataset mean, per channel, that fills hidden pixels
+
+    torch.manual_seed(train.seed)  # the seed fixes the initial weights ...
+    model = build_pretext(pretext, create_encoder(encoder["name"], **enc_options), fill)
+    meta = {
+        "encoder": model.encoder.config,
+        "pretext": asdict(pretext),
+        "train": asdict(train),
+        "data": {"dataset": dataset, "input_size": enc_options["input_size"], "fill": fill.tolist(), "train_images": len(x)},
+    }
+    start = time.perf_counter()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if pretext.name != "random":
+        train_loop(model, x, pretext, train, out_dir, meta, progress)
+    seconds = time.perf_counter() - start
+    path = out_dir / "checkpoint.pt"
+    save_checkpoint(path, {**meta, "model": model.state_dict(), "pretrain_seconds": seconds, "done": True})
+    return path
+
+
+def train_loop(model, images: torch.Tensor, pretext: PretextConfig, cfg: TrainConfig, out_dir: Path, meta: dict,
+               progress: bool = True) -> None:
+    """images: (N, C, S, S) in [-1, 1], in memory. Writes `log.jsonl`; keeps the last good checkpoint."""
+    gen = torch.Generator().manual_seed(cfg.seed)  # ... and the data order and masks
+    opt_g = torch.optim.Adam(model.generator_parameters(), lr=cfg.lr, betas=(cfg.beta1, 0.999))
+    disc = model.discriminator
+    # The generator learns 10x faster than the discriminator (paper, Sec. 3.2).
+    opt_d = torch.optim.Adam(disc.parameters(), lr=cfg.lr / 10, betas=(cfg.beta1, 0.999)) if disc is not None else None
+    n, size = images.shape[0], images.shape[-1]
+    steps_per_epoch = n // cfg.batch_size
+    if steps_per_epoch == 0:
+        raise UserError(f"{n} training images are fewer than one batch of {cfg.batch_size}; lower --batch-size.")
+    total = cfg.epochs * steps_per_epoch if cfg.max_steps is None else min(cfg.max_steps, cfg.epochs * steps_per_epoch)
+    model.train()
+    log = open(out_dir / "log.jsonl", "w")
+    bar = tqdm(total=total, desc=f"pretrain {pretext.name}", unit="step", disable=not progress, dynamic_ncols=True)
+    sums: dict[str, float] = {}
+    step, tic = 0, time.perf_counter()
+    try:
+        for epoch in range(math.ceil(total / steps_per_epoch)):
+            order = torch.randperm(n, generator=gen)
+            for i in range(steps_per_epoch):
+                if step == total:
+                    break
+                batch = images[order[i * cfg.batch_size : (i + 1) * cfg.batch_size]]
+                masks = sample_masks(pretext.mask, len(batch), size, gen) if pretext.uses_masks else None
+                out = model.forward_loss(batch, masks)
+                metrics = {"loss_rec": out["loss_rec"]}
+                loss = out["loss_rec"]
+                if disc is not None:
+                    # Discriminator step on real images vs completed ones (generator frozen).
+                    loss_d = discriminator_loss(disc(batch), disc(out["completed"].detach()))
+                    opt_d.zero_grad(set_to_none=True)
+                    loss_d.backward()
+                    opt_d.step()
+                    loss_adv = generator_loss(disc(out["completed"]))
+                    loss = pretext.lambda_rec * out["loss_rec"] + pretext.lambda_adv * loss_adv
+                    metrics.update(loss_d=loss_d, loss_adv=loss_adv)
+                if not torch.isfinite(loss):
+                    raise TrainingDiverged(
+                        f"the loss became {loss.item()} at step {step}; training stopped (lower --lr); "
+                        f"the last good checkpoint, if any, is kept in {out_dir}."
+                    )
+                opt_g.zero_grad(set_to_none=True)
+                loss.backward()
+                opt_g.step()
+                step += 1
+                for k, v in metrics.items():
+                    sums[k] = sums.get(k, 0.0) + v.item()
+                bar.update()
+                if step % cfg.log_every == 0 or step == total:
+                    means = {k: v / ((step - 1) % cfg.log_every + 1) for k, v in sums.items()}
+                    elapsed = time.perf_counter() - tic
+                    record = {"step": step, "epoch": epoch, **means, "images_per_s": step * cfg.batch_size / elapsed, "seconds": elapsed}
+                    log.write(json.dumps(record) + "\n")
+                    log.flush()
+                    bar.set_postfix(loss=f"{means['loss_rec']:.4f}")
+                    sums = {}
+            save_checkpoint(out_dir / "last.pt", {**meta, "model": model.state_dict(), "step": step, "epoch": epoch, "done": False})
+    finally:
+        bar.close()
+        log.close()
+    (out_dir / "last.pt").unlink(missing_ok=True)

@@ -1,0 +1,17 @@
+"""Evaluators: plain functions `(encoder, train, test, config) -> dict[str, float]`.
+
+They run on an encoder rebuilt from a checkpoint file, in eval mode, never on live training
+state. `PROTOCOLS` maps each protocol name to its config dataclass and function.
+"""
+
+from __future__ import annotations
+
+from ctxenc.evaluators.knn import KNNConfig, knn
+from ctxenc.evaluators.linear_probe import LinearProbeConfig, linear_probe
+
+PROTOCOLS = {
+    "linear_probe": (LinearProbeConfig, linear_probe),
+    "knn": (KNNConfig, knn),
+}
+
+__all__ = ["PROTOCOLS", "KNNConfig", "LinearProbeConfig", "knn", "linear_probe"]

@@ -1,0 +1,48 @@
+"""Weighted k-nearest-neighbour classification on frozen features (Wu et al. 2018; DINO's eval_knn)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from ctxenc.encoders import Encoder
+from ctxenc.evaluators.features import extract_features
+
+
+@dataclass(frozen=True)
+class KNNConfig:
+    """Cosine similarity, k neighbours voting with weight exp(similarity / temperature)."""
+
+    stage: str | None = None
+    grid: int = 2
+    k: int = 20
+    temperature: float = 0.07
+
+
+@torch.no_grad()
+def knn_classifier(train_features: torch.Tensor, train_labels: torch.Tensor, test_features: torch.Tensor,
+                   k: int, temperature: float, num_classes: int, chunk: int = 1000) -> torch.Tensor:
+    """Features (N, D) -> predicted labels (M,) for the test features; cosine similarity."""
+    train_features = F.normalize(train_features, dim=1)
+    test_features = F.normalize(test_features, dim=1)
+    k = min(k, len(train_features))
+    predictions = []
+    for i in range(0, len(test_features), chunk):
+        sims = test_features[i : i + chunk] @ train_features.T  # (chunk, N)
+        top_sims, top_idx = sims.topk(k, dim=1)
+        votes = torch.zeros(len(top_sims), num_classes)
+        votes.scatter_add_(1, train_labels[top_idx], (top_sims / temperature).exp())
+        predictions.append(votes.argmax(1))
+    return torch.cat(predictions)
+
+
+def knn(encoder: Encoder, train: tuple[torch.Tensor, torch.Tensor], test: tuple[torch.Tensor, torch.Tensor],
+        cfg: KNNConfig = KNNConfig()) -> dict[str, float]:
+    """train, test: (images (N, C, S, S) in [-1, 1], labels (N,)). -> {"accuracy"}."""
+    x_train = extract_features(encoder, train[0], cfg.stage, cfg.grid)
+    x_test = extract_features(encoder, test[0], cfg.stage, cfg.grid)
+    num_classes = int(max(train[1].max(), test[1].max())) + 1
+    predicted = knn_classifier(x_train, train[1], x_test, cfg.k, cfg.temperature, num_classes)
+    return {"accuracy": (predicted == test[1]).float().mean().item()}

@@ -1,0 +1,57 @@
+"""What a pretext method is, as data: stored in every checkpoint so it can be rebuilt."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ctxenc.errors import UserError
+
+PRETEXTS = ("random", "autoencoder", "context_encoder")
+
+
+@dataclass(frozen=True)
+class PretextConfig:
+    """name: one of PRETEXTS. The mask options matter only for `context_encoder`.
+
+    overlap_px: border the prediction shares with the context (paper: 4 px at 128 px; we scale
+    it to the image, 1 px at 32 px); overlap_weight: its loss weight (paper: 10).
+    adversarial: add the GAN loss with weights lambda_rec / lambda_adv (paper: 0.999 / 0.001).
+    """
+
+    name: str = "context_encoder"
+    mask: str = "random_region"
+    overlap_px: int = 1
+    overlap_weight: float = 10.0
+    adversarial: bool = False
+    lambda_rec: float = 0.999
+    lambda_adv: float = 0.001
+
+    def __post_init__(self):
+        from ctxenc.masks import MASKS
+
+        if self.name not in PRETEXTS:
+            raise UserError(f"unknown pretext {self.name!r}; valid pretexts: {', '.join(PRETEXTS)}.")
+        if self.mask not in MASKS:
+            raise UserError(f"unknown mask {self.mask!r}; valid masks: {', '.join(MASKS)}.")
+        if not 0 <= self.overlap_px <= 16:
+            raise UserError(f"overlap must be 0-16 pixels, got {self.overlap_px}.")
+        if self.overlap_weight < 0:
+            raise UserError(f"overlap weight must be non-negative, got {self.overlap_weight}.")
+        if self.adversarial and self.name != "context_encoder":
+            raise UserError(f"--adversarial applies to context_encoder only, not {self.name}.")
+
+    @property
+    def uses_masks(self) -> bool:
+        return self.name == "context_encoder"
+
+    @property
+    def loss(self) -> str:
+        """The loss as tables name it: l2, l2+adv, or none."""
+        if self.name == "random":
+            return "none"
+        return "l2+adv" if self.adversarial else "l2"
+
+    @property
+    def mask_label(self) -> str:
+        """The mask as tables name it ('none' where the method uses no mask)."""
+        return self.mask if self.uses_masks else "none"

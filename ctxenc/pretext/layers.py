@@ -1,0 +1,91 @@
+"""The building blocks between encoder and pixels: channel-wise FC, up-conv decoder, discriminator."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from ctxenc.errors import UserError
+
+
+class ChannelwiseFC(nn.Module):
+    """A fully connected layer within each channel (Pathak et al. 2016, Sec. 3.1).
+
+    m maps of n x n -> m maps of n x n, with no weights across maps: m * n^4 weights instead of
+    m^2 * n^4. Written as a grouped convolution with kernel n and groups=m that produces m * n^2
+    outputs (output j of group g is the j-th pixel of map g), reshaped back to (m, n, n).
+    """
+
+    def __init__(self, channels: int, size: int):
+        super().__init__()
+        self.channels, self.size = channels, size
+        self.fc = nn.Conv2d(channels, channels * size * size, kernel_size=size, groups=channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (B, m, n, n) -> (B, m, n, n)."""
+        return self.fc(x).view(x.shape[0], self.channels, self.size, self.size)
+
+
+def _power_of_two_steps(small: int, large: int, what: str) -> int:
+    steps = math.log2(large / small) if small > 0 else -1
+    if steps < 0 or steps != int(steps):
+        raise UserError(f"{what}: {large} px is not {small} px times a power of two.")
+    return int(steps)
+
+
+class UpConvDecoder(nn.Module):
+    """(B, C, n, n) -> (B, out_channels, out_size, out_size) in [-1, 1].
+
+    4x4 stride-2 up-convolutions with BatchNorm + ReLU, halving the width each time (at least
+    32), and Tanh on the last. A 1x1 bottleneck first goes to 4x4 with a 4x4 up-convolution,
+    as in the paper's DCGAN decoder.
+    """
+
+    def __init__(self, in_channels: int, in_size: int, out_channels: int, out_size: int):
+        super().__init__()
+        layers: list[nn.Module] = []
+        width = min(in_channels, 512)
+        c = in_channels
+        if in_size == 1:
+            layers += [nn.ConvTranspose2d(c, width, 4, 1, 0, bias=False), nn.BatchNorm2d(width), nn.ReLU(True)]
+            c, in_size = width, 4
+        ups = _power_of_two_steps(in_size, out_size, "decoder output")
+        if ups == 0:
+            raise UserError(f"the decoder needs a feature map smaller than the image, got {in_size} px for {out_size} px.")
+        for i in range(ups):
+            last = i == ups - 1
+            width = out_channels if last else max(32, c // 2)
+            layers.append(nn.ConvTranspose2d(c, width, 4, 2, 1, bias=last))
+            layers += [nn.Tanh()] if last else [nn.BatchNorm2d(width), nn.ReLU(True)]
+            c = width
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class Discriminator(nn.Module):
+    """DCGAN discriminator: 4x4 stride-2 convs 64->128->256->512 down to 4x4, then one logit.
+
+    Input (B, C, S, S) in [-1, 1] -> logits (B,). No BatchNorm on the first layer.
+    """
+
+    def __init__(self, in_channels: int, input_size: int):
+        super().__init__()
+        downs = _power_of_two_steps(4, input_size, "discriminator input")
+        layers: list[nn.Module] = []
+        c = in_channels
+        for i in range(downs):
+            width = min(64 * 2**i, 512)
+            layers.append(nn.Conv2d(c, width, 4, 2, 1, bias=False))
+            if i > 0:
+                layers.append(nn.BatchNorm2d(width))
+            layers.append(nn.LeakyReLU(0.2, inplace=True))
+            c = width
+        layers.append(nn.Conv2d(c, 1, 4, 1, 0))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x).flatten()

@@ -1,0 +1,1 @@
+"""Long-format records and everything derived from them: tables, plots, the report."""

@@ -1,0 +1,40 @@
+"""Long-format result rows, one per (cell, metric), in `records.csv`.
+
+Columns: suite, dataset, pretext, encoder, mask, loss, seed, protocol, metric, value,
+pretrain_seconds, eval_seconds, checkpoint. The file is rewritten atomically on every append,
+so it is never left partial.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+
+COLUMNS = ["suite", "dataset", "pretext", "encoder", "mask", "loss", "seed", "protocol", "metric", "value",
+           "pretrain_seconds", "eval_seconds", "checkpoint"]
+
+
+def read_records(path: str | Path) -> pd.DataFrame:
+    path = Path(path)
+    if not path.exists():
+        return pd.DataFrame(columns=COLUMNS)
+    return pd.read_csv(path, keep_default_na=False, na_values=[""])
+
+
+def append_records(path: str | Path, rows: list[dict]) -> pd.DataFrame:
+    """Append `rows` to the CSV at `path` (created if missing), atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frame = pd.concat([read_records(path), pd.DataFrame(rows, columns=COLUMNS)], ignore_index=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", newline="") as f:
+            frame.to_csv(f, index=False)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return frame
