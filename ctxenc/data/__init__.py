@@ -17,15 +17,25 @@ from ctxenc.errors import UserError
 DEBIAN_ROOT = Path("/usr/share/datasets")
 
 
+TASKS = ("single_label", "multi_label", "segmentation", "unlabeled")
+
+
 @dataclass(frozen=True)
 class ImageDataset:
-    """images: uint8 (N, C, H, W); labels: int64 (N,) class indices."""
+    """images: uint8 (N, C, H, W); labels by task:
+
+    - single_label: int64 (N,) class indices
+    - multi_label: float32 (N, K) multi-hot
+    - segmentation: int64 (N, H, W) class map (an ignore value allowed)
+    - unlabeled: None
+    """
 
     name: str
     split: str
     images: torch.Tensor
-    labels: torch.Tensor
+    labels: torch.Tensor | None
     num_classes: int
+    task: str = "single_label"
 
     def __len__(self) -> int:
         return self.images.shape[0]

@@ -1,0 +1,53 @@
+import pytest
+import torch
+
+from ctxenc.checkpoint import load_checkpoint, load_encoder, rebuild_model
+from ctxenc.engine import TrainConfig, pretrain
+from ctxenc.errors import UserError
+from ctxenc.pretext import PretextConfig
+
+
+@pytest.fixture
+def checkpoint(fmnist_root, tmp_path):
+    return pretrain("fashion_mnist", {"name": "small"}, PretextConfig(), TrainConfig(batch_size=32, max_steps=4),
+                    tmp_path / "run", fmnist_root, progress=False)
+
+
+def test_round_trip_rebuilds_the_same_encoder(checkpoint, fmnist_root):
+    encoder, ckpt = load_encoder(checkpoint)
+    assert not encoder.training
+    assert ckpt["encoder"] == {"name": "small", "in_channels": 1, "input_size": 32}
+    model = rebuild_model(ckpt).eval()
+    x = torch.rand(3, 1, 32, 32) * 2 - 1
+    torch.testing.assert_close(encoder(x), model.encoder(x), rtol=0, atol=0)
+    assert (checkpoint.parent / "log.jsonl").read_text().count("\n") >= 1
+
+
+def test_training_is_deterministic(fmnist_root, tmp_path):
+    args = ("fashion_mnist", {"name": "small"}, PretextConfig(), TrainConfig(batch_size=32, max_steps=3, seed=5))
+    a = load_checkpoint(pretrain(*args, tmp_path / "a", fmnist_root, progress=False))["model"]
+    b = load_checkpoint(pretrain(*args, tmp_path / "b", fmnist_root, progress=False))["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_not_a_checkpoint(tmp_path):
+    bad = tmp_path / "notes.pt"
+    bad.write_text("hello")
+    with pytest.raises(UserError, match="not a readable ctxenc checkpoint"):
+        load_encoder(bad)
+    torch.save({"weights": torch.zeros(2)}, tmp_path / "other.pt")
+    with pytest.raises(UserError, match="not a ctxenc checkpoint"):
+        load_encoder(tmp_path / "other.pt")
+    with pytest.raises(UserError, match="does not exist"):
+        load_encoder(tmp_path / "missing.pt")
+
+
+def test_mismatched_weights_fail_strictly(checkpoint, tmp_path):
+    ckpt = load_checkpoint(checkpoint)
+    ckpt["encoder"]["widths"] = [16, 32, 64]
+    ckpt.pop("format")
+    from ctxenc.checkpoint import save_checkpoint
+
+    save_checkpoint(tmp_path / "mismatch.pt", ckpt)
+    with pytest.raises(UserError, match="do not fit encoder"):
+        load_encoder(tmp_path / "mismatch.pt")

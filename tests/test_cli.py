@@ -1,0 +1,78 @@
+import os
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from ctxenc.cli import main
+
+
+def test_pretrain_then_evaluate_end_to_end(fmnist_root, tmp_path, capsys):
+    out = tmp_path / "ce"
+    assert main(["pretrain", "--pretext", "context_encoder", "--mask", "random_block", "--dataset", "fashion_mnist",
+                 "--data-root", str(fmnist_root), "--epochs", "2", "--batch-size", "32", "--out", str(out), "--no-progress"]) == 0
+    assert (out / "checkpoint.pt").is_file() and not (out / "last.pt").exists()
+    for protocol in ("linear_probe", "knn"):
+        assert main(["evaluate", "--checkpoint", str(out / "checkpoint.pt"), "--protocol", protocol,
+                     "--dataset", "fashion_mnist", "--data-root", str(fmnist_root), "--out", str(out)]) == 0
+    records = pd.read_csv(out / "records.csv")
+    assert set(records["protocol"]) == {"linear_probe", "knn"}
+    row = records[(records["protocol"] == "linear_probe") & (records["metric"] == "accuracy")].iloc[0]
+    assert row["pretext"] == "context_encoder" and row["mask"] == "random_block" and row["loss"] == "l2"
+    assert row["value"] > 0.5  # the fixture's classes are bars at different rows: easy
+
+
+def test_adversarial_pretraining_logs_both_losses(fmnist_root, tmp_path):
+    out = tmp_path / "adv"
+    assert main(["pretrain", "--pretext", "context_encoder", "--adversarial", "--data-root", str(fmnist_root),
+                 "--max-steps", "2", "--batch-size", "32", "--out", str(out), "--no-progress"]) == 0
+    log = pd.read_json(out / "log.jsonl", lines=True)
+    assert {"loss_rec", "loss_adv", "loss_d"} <= set(log.columns)
+
+
+def test_bench_and_report(fmnist_root, tmp_path):
+    suite = tmp_path / "tiny.yaml"
+    suite.write_text(
+        "suite: tiny\nseeds: [0, 1]\ntrain: {epochs: 1, batch_size: 64}\n"
+        "pretexts: [{name: random}, {name: autoencoder}, {name: context_encoder, mask: center}]\n"
+        "protocols: [{protocol: knn, k: 5}, {protocol: linear_probe, max_iter: 20}]\n"
+    )
+    out = tmp_path / "out"
+    assert main(["bench", str(suite), "--out", str(out), "--data-root", str(fmnist_root), "--no-progress"]) == 0
+    records = pd.read_csv(out / "records.csv")
+    assert len(records[records["metric"] == "accuracy"]) == 3 * 2 * 2
+    for name in ("table.md", "bars.png", "inpainting.png", "report.md", "suite.yaml"):
+        assert (out / name).is_file(), name
+    table = (out / "table.md").read_text()
+    assert "context_encoder/center/l2" in table and "±" in table
+    # A re-run finds every record and trains nothing.
+    before = (out / "records.csv").read_text()
+    assert main(["bench", str(suite), "--out", str(out), "--data-root", str(fmnist_root), "--no-progress"]) == 0
+    assert (out / "records.csv").read_text() == before
+
+
+def test_unknown_suite_key_suggests_the_closest(tmp_path, capsys):
+    suite = tmp_path / "typo.yaml"
+    suite.write_text("suite: typo\nseed: [0]\n")
+    assert main(["bench", str(suite), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "unknown key 'seed'" in err and "did you mean 'seeds'?" in err
+
+
+def test_missing_data_is_one_sentence_and_exit_2(tmp_path):
+    env = {**os.environ, "CTXENC_DATA": str(tmp_path / "empty")}
+    result = subprocess.run([sys.executable, "-m", "ctxenc", "pretrain", "--pretext", "autoencoder", "--out", str(tmp_path / "o")],
+                            capture_output=True, text=True, env=env)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert result.stderr.count("\n") == 1 and "--data-root" in result.stderr and "--download" in result.stderr
+    assert not (tmp_path / "o" / "checkpoint.pt").exists()
+
+
+@pytest.mark.parametrize("command", ["pretrain", "evaluate", "bench", "report"])
+def test_help_explains_every_command(command, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main([command, "--help"])
+    assert exit_.value.code == 0
+    assert "usage: ctxenc " + command in capsys.readouterr().out
