@@ -23,7 +23,6 @@ from pathlib import Path
 
 from ctxenc.config import from_dict, read_yaml
 from ctxenc.engine import TrainConfig, pretrain
-from ctxenc.errors import UserError
 from ctxenc.evaluation import evaluate, resolve_protocol
 from ctxenc.pretext import PretextConfig
 from ctxenc.results.records import append_records, read_records
@@ -82,7 +81,9 @@ def run_suite(path: str | Path, out_dir: str | Path | None = None, data_root=Non
                     cfg = dataclasses.replace(cfg, seed=seed)
                 print(f"[{suite.suite}] {name} on {pretext_label(pretext)} seed {seed}", flush=True)
                 rows = evaluate(checkpoint, name, cfg, suite.dataset, data_root, limit=limit)
-                append_records(records, [{**row, "suite": suite.suite} for row in rows])
+                # Checkpoints are recorded relative to the results folder, so the folder can move.
+                rows = [{**row, "suite": suite.suite, "checkpoint": str(checkpoint.relative_to(out))} for row in rows]
+                append_records(records, rows)
     return out
 
 
@@ -93,7 +94,3 @@ def _has_record(done, pretext: PretextConfig, seed: int, protocol: str) -> bool:
            & (done["seed"] == seed) & (done["protocol"] == protocol))
     return bool(hit.any())
 
-
-def check_output_folder(out: Path) -> None:
-    if out.exists() and not out.is_dir():
-        raise UserError(f"output {out} exists and is not a folder.")
