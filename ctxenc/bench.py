@@ -12,17 +12,23 @@ A suite file (see benchmarks/demo.yaml):
       - {name: context_encoder, mask: random_region}
     protocols: [eval/linear_probe.yaml, {protocol: knn, k: 20}]
 
-Cells whose records exist are skipped, so a re-run continues where a stopped one ended.
+Cells whose records exist are skipped and an interrupted pretraining resumes from its snapshot,
+so a re-run continues where a killed one ended. A lock file keeps a second run off the same
+output folder while the first is alive.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
+import socket
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ctxenc.config import from_dict, read_yaml
 from ctxenc.engine import TrainConfig, pretrain
+from ctxenc.errors import UserError
 from ctxenc.evaluation import evaluate, resolve_protocol
 from ctxenc.pretext import PretextConfig
 from ctxenc.results.records import append_records, read_records
@@ -60,11 +66,17 @@ def run_suite(path: str | Path, out_dir: str | Path | None = None, data_root=Non
     protocols = [resolve_protocol(p, search=(path.parent, path.parent.parent)) for p in suite.protocols]
     from_dict(TrainConfig, suite.train, f"train of {path}")  # reject bad keys before any work
     out.mkdir(parents=True, exist_ok=True)
-    (out / "suite.yaml").write_text(path.read_text())  # the resolved config beside the results
+    with output_lock(out):
+        (out / "suite.yaml").write_text(path.read_text())  # the config beside the results
+        run_cells(suite, pretexts, protocols, out, data_root, limit, progress)
+    return out
+
+
+def run_cells(suite: Suite, pretexts, protocols, out: Path, data_root, limit, progress) -> None:
     records = out / "records.csv"
     for pretext in pretexts:
         for seed in suite.seeds:
-            train = from_dict(TrainConfig, {**suite.train, "seed": seed}, f"train of {path}")
+            train = from_dict(TrainConfig, {**suite.train, "seed": seed}, f"train of suite {suite.suite}")
             if limit:
                 train = dataclasses.replace(train, max_steps=min(train.max_steps or 3, 3), batch_size=min(train.batch_size, limit))
             cell = out / "runs" / pretext_label(pretext).replace("/", "-") / f"seed{seed}"
@@ -75,7 +87,7 @@ def run_suite(path: str | Path, out_dir: str | Path | None = None, data_root=Non
                 continue
             if not checkpoint.exists():
                 print(f"[{suite.suite}] pretrain {pretext_label(pretext)} seed {seed}", flush=True)
-                pretrain(suite.dataset, suite.encoder, pretext, train, cell, data_root, limit=limit, progress=progress)
+                pretrain(suite.dataset, suite.encoder, pretext, train, cell, data_root, limit=limit, progress=progress, resume=True)
             for name, cfg in todo:
                 if hasattr(cfg, "seed"):  # the seed varies pretraining and evaluation together
                     cfg = dataclasses.replace(cfg, seed=seed)
@@ -84,7 +96,6 @@ def run_suite(path: str | Path, out_dir: str | Path | None = None, data_root=Non
                 # Checkpoints are recorded relative to the results folder, so the folder can move.
                 rows = [{**row, "suite": suite.suite, "checkpoint": str(checkpoint.relative_to(out))} for row in rows]
                 append_records(records, rows)
-    return out
 
 
 def _has_record(done, pretext: PretextConfig, seed: int, protocol: str) -> bool:
@@ -94,3 +105,46 @@ def _has_record(done, pretext: PretextConfig, seed: int, protocol: str) -> bool:
            & (done["seed"] == seed) & (done["protocol"] == protocol))
     return bool(hit.any())
 
+
+
+@contextmanager
+def output_lock(out: Path):
+    """Hold `out/.lock` (pid@host) while running; a lock whose process is dead is taken over."""
+    lock = out / ".lock"
+    me = f"{os.getpid()}@{socket.gethostname()}"
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            owner = lock.read_text().strip() if lock.exists() else ""
+            if _alive(owner):
+                raise UserError(f"another ctxenc bench (process {owner}) is writing to {out}; wait for it to finish "
+                                "or use another --out.") from None
+            lock.unlink(missing_ok=True)  # left by a dead process
+            continue
+        with os.fdopen(fd, "w") as f:
+            f.write(me)
+        break
+    else:
+        raise UserError(f"could not take the lock {lock}; remove it if no ctxenc bench is running.")
+    try:
+        yield
+    finally:
+        if lock.exists() and lock.read_text().strip() == me:
+            lock.unlink()
+
+
+def _alive(owner: str) -> bool:
+    """Whether the process named 'pid@host' is running (on another host: assume it is)."""
+    pid, _, host = owner.partition("@")
+    if not pid.isdigit():
+        return False
+    if host != socket.gethostname():
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
