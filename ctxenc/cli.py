@@ -35,7 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Pretrain an encoder with a pretext task on the train split (images only, no labels).", epilog=EPILOG)
     p.add_argument("--pretext", required=True, choices=PRETEXTS, help="random: N(0, 0.02) init, no training; autoencoder: reconstruct the whole unmasked image; context_encoder: inpaint masked pixels")
     p.add_argument("--mask", default="random_region", choices=list(MASKS), help="context-encoder mask: center (1/4 of the area), random_block (squares, <= 1/4), random_region (blobs, 20-30%%) (default: random_region)")
-    p.add_argument("--adversarial", action="store_true", help="add the adversarial loss (lambda_rec 0.999, lambda_adv 0.001, generator lr 10x the discriminator's)")
+    p.add_argument("--adversarial", action="store_true", help="add the adversarial loss (non-saturating; lambda_rec 0.999, lambda_adv 0.001, generator lr 10x the discriminator's; with --mask center the discriminator judges the predicted hole and its overlap border, cropped)")
+    p.add_argument("--predict", default="image", choices=["image", "center"], help="decode the whole image (default) or, with --mask center, only the central half-size square as the paper's 128 -> 64 px inpainting model (the hidden hole is then that square minus its overlap ring)")
     p.add_argument("--overlap-px", type=int, default=1, help="border of the hole that the prediction overlaps with the context (default: 1 px at 32 px; paper: 4 px at 128 px)")
     p.add_argument("--overlap-weight", type=float, default=10.0, help="loss weight of the overlap border (default: 10, as in the paper)")
     p.add_argument("--encoder", default="small", help="encoder name: small (default) or dcgan")
@@ -87,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
         from ctxenc.pretext import PretextConfig
 
         pretext = PretextConfig(name=args.pretext, mask=args.mask, overlap_px=args.overlap_px,
-                                overlap_weight=args.overlap_weight, adversarial=args.adversarial)
+                                overlap_weight=args.overlap_weight, adversarial=args.adversarial, predict=args.predict)
         train = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed, max_steps=args.max_steps)
         path = pretrain(args.dataset, {"name": args.encoder, "input_size": args.input_size}, pretext, train, args.out,
                         args.data_root, args.download, args.limit, progress=not args.no_progress)
