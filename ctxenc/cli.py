@@ -1,4 +1,4 @@
-"""The `ctxenc` command: pretrain, evaluate, bench, report.
+"""The `ctxenc` command: pretrain, evaluate, bench, report, inpaint.
 
 User mistakes raise `UserError`: one sentence on stderr, exit code 2, no traceback (unless
 --debug).
@@ -36,7 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pretext", required=True, choices=PRETEXTS, help="random: N(0, 0.02) init, no training; autoencoder: reconstruct the whole unmasked image; context_encoder: inpaint masked pixels")
     p.add_argument("--mask", default="random_region", choices=list(MASKS), help="context-encoder mask: center (1/4 of the area), random_block (squares, <= 1/4), random_region (blobs, 20-30%%) (default: random_region)")
     p.add_argument("--mask-ratio", type=float, default=0.25, help="hidden fraction: the most for random_block, the middle of a +-5%% range for random_region; center is always 1/4 (default: 0.25)")
-    p.add_argument("--adversarial", action="store_true", help="add the adversarial loss (lambda_rec 0.999, lambda_adv 0.001, generator lr 10x the discriminator's)")
+    p.add_argument("--adversarial", action="store_true", help="add the adversarial loss (non-saturating; lambda_rec 0.999, lambda_adv 0.001, generator lr 10x the discriminator's; with --mask center the discriminator judges the predicted hole and its overlap border, cropped)")
+    p.add_argument("--predict", default="image", choices=["image", "center"], help="decode the whole image (default) or, with --mask center, only the central half-size square as the paper's 128 -> 64 px inpainting model (the hidden hole is then that square minus its overlap ring)")
     p.add_argument("--overlap-px", type=int, default=1, help="border of the hole that the prediction overlaps with the context (default: 1 px at 32 px; paper: 4 px at 128 px)")
     p.add_argument("--overlap-weight", type=float, default=10.0, help="loss weight of the overlap border (default: 10, as in the paper)")
     p.add_argument("--encoder", default="small", help="encoder name: small (default) or dcgan")
@@ -68,20 +69,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, metavar="N", help="run every cell on N images and a few steps, to check a suite end to end")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
+    p = sub.add_parser("inpaint", help="fill a hole in your own images with a context-encoder checkpoint",
+                       description="Inpaint images with a context-encoder checkpoint. Each image is converted to the model's "
+                                   "channels, centre-cropped to a square and resized (bicubic) to the model's input size; "
+                                   "per image OUT gets NAME_inpainted.png and NAME_side_by_side.png (input with hole / result / original). "
+                                   "Unreadable images get a one-sentence error and the others are still processed (exit code 2).")
+    p.add_argument("--checkpoint", required=True, type=Path, metavar="FILE", help="checkpoint.pt of a context_encoder pretraining")
+    p.add_argument("--mask", default="center", metavar="center|MASK.png", help="the checkpoint's central hole (default), or a mask image whose white pixels mark the hole (cropped and resized like the images)")
+    p.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="PNG/JPEG files of any size and mode")
+    p.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder")
+
     p = sub.add_parser("report", help="(re)write table.md, bars.png, inpainting.png and report.md from DIR/records.csv")
     p.add_argument("dir", type=Path, help="results folder holding records.csv")
     p.add_argument("--data-root", metavar="DIR", help="folder holding the dataset files (for the inpainting figure)")
     return parser
 
 
-def run(args: argparse.Namespace) -> None:
+def run(args: argparse.Namespace) -> int:
+    """Run a subcommand; returns the exit code (non-zero where some inputs failed but others ran)."""
     if args.command == "pretrain":
         from ctxenc import distributed
         from ctxenc.engine import TrainConfig, pretrain
         from ctxenc.pretext import PretextConfig
 
         pretext = PretextConfig(name=args.pretext, mask=args.mask, mask_ratio=args.mask_ratio, overlap_px=args.overlap_px,
-                                overlap_weight=args.overlap_weight, adversarial=args.adversarial)
+                                overlap_weight=args.overlap_weight, adversarial=args.adversarial, predict=args.predict)
         train = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                             max_steps=args.max_steps, log_every=args.log_every, checkpoint_every=args.checkpoint_every)
         distributed.init()  # a no-op unless launched by torchrun
@@ -116,12 +128,21 @@ def run(args: argparse.Namespace) -> None:
         from ctxenc.results.report import write_report
 
         print(f"wrote {write_report(args.dir, args.data_root)}")
+    elif args.command == "inpaint":
+        from ctxenc.inpaint import inpaint_files
+
+        written, errors = inpaint_files(args.checkpoint, args.images, args.mask, args.out)
+        for message in errors:
+            print(f"ctxenc: error: {message}", file=sys.stderr)
+        print(f"wrote {len(written)} files to {args.out}")
+        return 2 if errors else 0
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        run(args)
+        code = run(args)
     except UserError as err:
         if args.debug:
             raise
@@ -130,4 +151,4 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("ctxenc: interrupted; checkpoints and records written so far are intact.", file=sys.stderr)
         return 130
-    return 0
+    return code

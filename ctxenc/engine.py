@@ -155,7 +155,7 @@ def train_loop(model, images: torch.Tensor, pretext: PretextConfig, cfg: TrainCo
             index = order[i * cfg.batch_size : (i + 1) * cfg.batch_size]
             # Masks are drawn for the whole global batch on every process, so each process's
             # slice is exactly what a single process would use for those images.
-            masks = sample_masks(pretext.mask, cfg.batch_size, size, gen, **pretext.mask_options) if pretext.uses_masks else None
+            masks = sample_masks(pretext.mask, cfg.batch_size, size, gen, **pretext.mask_options(size)) if pretext.uses_masks else None
             mine = slice(rank * local, (rank + 1) * local)
             batch = images[index[mine]]
             masks = masks[mine] if masks is not None else None
@@ -164,21 +164,18 @@ def train_loop(model, images: torch.Tensor, pretext: PretextConfig, cfg: TrainCo
             metrics = {"loss_rec": out["loss_rec"]}
             loss = out["loss_rec"]
             if disc is not None:
-                # Discriminator step on real images vs completed ones (generator frozen).
-                loss_d = discriminator_loss(disc(batch), disc(out["completed"].detach()))
+                # Discriminator step on real vs predicted content (generator frozen).
+                loss_d = discriminator_loss(disc(out["real_view"]), disc(out["fake_view"].detach()))
+                check_finite(distributed.mean({"d": loss_d})["d"], "discriminator loss", step, last)
                 opt_d.zero_grad(set_to_none=True)
                 loss_d.backward()
                 distributed.average_gradients(disc.parameters())
                 opt_d.step()
-                loss_adv = generator_loss(disc(out["completed"]))
+                loss_adv = generator_loss(disc(out["fake_view"]))
                 loss = pretext.lambda_rec * out["loss_rec"] + pretext.lambda_adv * loss_adv
                 metrics.update(loss_d=loss_d, loss_adv=loss_adv)
             metrics = distributed.mean({**metrics, "loss": loss})
-            if not torch.isfinite(metrics.pop("loss")):
-                raise TrainingDiverged(
-                    f"the loss became {loss.item()} at step {step}; training stopped (lower --lr); "
-                    f"the last good snapshot, if any, is kept as {last}."
-                )
+            check_finite(metrics.pop("loss"), "loss", step, last)
             opt_g.zero_grad(set_to_none=True)
             loss.backward()
             distributed.average_gradients(model.generator_parameters())
@@ -216,3 +213,12 @@ def truncate_log(path: Path, step: int) -> None:
             break
         kept.append(line)
     path.write_text("".join(line + "\n" for line in kept))
+
+
+def check_finite(loss: torch.Tensor, what: str, step: int, last: Path) -> None:
+    """Stop before a non-finite loss reaches the weights (the discriminator's is checked before its step too)."""
+    if not torch.isfinite(loss):
+        raise TrainingDiverged(
+            f"the {what} became {loss.item()} at step {step}; training stopped (lower --lr); "
+            f"the last good snapshot, if any, is kept as {last}."
+        )

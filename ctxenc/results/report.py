@@ -20,6 +20,10 @@ def write_report(out_dir: str | Path, data_root=None) -> Path:
     records = read_records(out_dir / "records.csv")
     if records.empty:
         raise UserError(f"{out_dir / 'records.csv'} has no records; run 'ctxenc bench' or 'ctxenc evaluate --out {out_dir}' first.")
+    if (records["protocol"] == "inpainting").all():
+        from ctxenc.results.inpainting import write_inpainting_report
+
+        return write_inpainting_report(out_dir, records, data_root)
     table = paper_table(records).to_markdown(disable_numparse=True)
     intervals = interval_table(records).to_markdown(index=False, disable_numparse=True)
     differences = difference_table(records).to_markdown(index=False, disable_numparse=True)
@@ -88,7 +92,7 @@ def write_inpainting_figure(out_dir: Path, records: pd.DataFrame, data_root=None
         model = rebuild_model(ckpt).eval()
         images, _ = prepared_split(ckpt["data"]["dataset"], "test", data_root, ckpt["data"]["input_size"], None)
         x = images[:: max(1, len(images) // n)][:n]
-        masks = sample_masks(model.cfg.mask, len(x), x.shape[-1], torch.Generator().manual_seed(seed), **model.cfg.mask_options)
+        masks = sample_masks(model.cfg.mask, len(x), x.shape[-1], torch.Generator().manual_seed(seed), **model.cfg.mask_options(x.shape[-1]))
         masked = apply_mask(x, masks, model.fill)
         with torch.no_grad():
             completed = torch.where(masks, model(masked), x)
