@@ -60,7 +60,7 @@ CASES = {
     "unknown protocol": (lambda r, t, c: ["evaluate", "--checkpoint", str(c), "--protocol", "svm", "--out", str(t)], "unknown protocol 'svm'"),
     "unknown suite key": (lambda r, t, c: after((t / "s.yaml").write_text("suite: s\nprotocol: [knn]\n"), ["bench", str(t / "s.yaml"), "--out", str(t / "b")]), "did you mean 'protocols'?"),
     "unknown pretext in a suite": (lambda r, t, c: after((t / "s.yaml").write_text("suite: s\npretexts: [{name: jigsaw}]\n"), ["bench", str(t / "s.yaml"), "--out", str(t / "b")]), "unknown pretext 'jigsaw'; valid pretexts:"),
-    "checkpoint of another encoder": (lambda r, t, c: ["evaluate", "--checkpoint", str(other_encoder(c, t)), "--protocol", "knn", "--data-root", str(r), "--out", str(t)], "do not fit encoder"),
+    "checkpoint of another encoder": (lambda r, t, c: ["evaluate", "--checkpoint", str(other_encoder(c, t)), "--protocol", "knn", "--data-root", str(r), "--out", str(t)], "do not fit its encoder"),
     "file that is not a checkpoint": (lambda r, t, c: after((t / "x.pt").write_text("hello"), ["evaluate", "--checkpoint", str(t / "x.pt"), "--protocol", "knn", "--out", str(t)]), "is not a readable ctxenc checkpoint"),
     "diverging loss": (lambda r, t, c: pretrain(r, t / "nan", "--lr", "1e30", "--checkpoint-every", "1", "--max-steps", "20"), "the loss became nan at step"),
 }
