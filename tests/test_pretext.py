@@ -12,6 +12,12 @@ from ctxenc.pretext.layers import ChannelwiseFC
 ENCODER_OPTIONS = {"small": {"in_channels": 1, "input_size": 32}, "dcgan": {"in_channels": 3, "input_size": 32, "bottleneck": 64}}
 
 
+def test_every_pretext_name_has_a_model():
+    from ctxenc.pretext import PRETEXT_MODELS
+
+    assert tuple(PRETEXT_MODELS) == PRETEXTS
+
+
 def test_channelwise_fc_matches_per_channel_matmul():
     torch.manual_seed(0)
     m, n = 3, 4

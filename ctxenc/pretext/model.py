@@ -101,8 +101,14 @@ def center_crop(x: torch.Tensor, side: int) -> torch.Tensor:
     return x[..., lo : lo + side, lo : lo + side]
 
 
+# The registry of pretext methods: name -> model class taking (encoder, cfg, fill).
+PRETEXT_MODELS = {
+    "random": lambda encoder, cfg, fill: RandomInit(encoder),
+    "autoencoder": InpaintingModel,
+    "context_encoder": InpaintingModel,
+}
+
+
 def build_pretext(cfg: PretextConfig, encoder: Encoder, fill: torch.Tensor) -> nn.Module:
-    """The pretext model for `cfg` around `encoder` (the registry of pretext methods)."""
-    if cfg.name == "random":
-        return RandomInit(encoder)
-    return InpaintingModel(encoder, cfg, fill)
+    """The pretext model for `cfg` around `encoder`."""
+    return PRETEXT_MODELS[cfg.name](encoder, cfg, fill)
