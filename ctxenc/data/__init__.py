@@ -1,11 +1,15 @@
 """Datasets as in-memory tensors, looked up by name.
 
-Every dataset is an `ImageDataset`: uint8 images (N, C, H, W) and labels, held in memory so the
-training loop indexes tensors instead of calling per-sample Python.
+Every dataset is an `ImageDataset`: uint8 images (N, C, H, W) and labels, held in memory (or
+memory-mapped from a file: STL-10's binaries, decoded VOC / image folders) so the training loop
+indexes tensors instead of calling per-sample Python. One size per dataset: images of variable
+size are brought to a square `load_size` when read. Readers: fashion_mnist, cifar, stl10, voc,
+imagefolder; geometry and augmentation: transforms.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +29,7 @@ class ImageDataset:
     """images: uint8 (N, C, H, W); labels by task:
 
     - single_label: int64 (N,) class indices
-    - multi_label: float32 (N, K) multi-hot
+    - multi_label: float32 (N, K): 1 present, 0 absent, -1 ignore (VOC: only "difficult" objects)
     - segmentation: int64 (N, H, W) class map (an ignore value allowed)
     - unlabeled: None
     """
@@ -47,30 +51,89 @@ def resolve_root(data_root: str | os.PathLike | None) -> Path | None:
     return Path(root) if root else None
 
 
-DATASETS = ("fashion_mnist",)
+DATASETS = ("fashion_mnist", "cifar10", "cifar100", "stl10", "voc2007", "voc2012_seg", "imagefolder")
+# The (train, test) splits evaluation uses; pretraining uses the first unless told otherwise.
+EVAL_SPLITS = {"voc2007": ("trainval", "test"), "voc2012_seg": ("train", "val")}
+# The task of the evaluation splits; imagefolder's depends on the folder's layout.
+TASK_OF = {"fashion_mnist": "single_label", "cifar10": "single_label", "cifar100": "single_label",
+           "stl10": "single_label", "voc2007": "multi_label", "voc2012_seg": "segmentation"}
 
 
-def load_dataset(name: str, split: str, data_root=None, download: bool = False) -> ImageDataset:
-    """Load split `train` or `test` of dataset `name` into memory."""
-    if name == "fashion_mnist":
+def _family(name: str) -> tuple[str, str]:
+    """'imagefolder:paris' -> ('imagefolder', 'paris'); other names have no sub-folder."""
+    family, _, sub = name.partition(":")
+    if family not in DATASETS or (sub and family != "imagefolder"):
+        raise UserError(f"unknown dataset {name!r}; valid names: {', '.join(DATASETS)}, imagefolder:SUBFOLDER.")
+    return family, sub
+
+
+def eval_splits(name: str) -> tuple[str, str]:
+    """The (train, test) split names of dataset `name`, e.g. ('trainval', 'test') for voc2007."""
+    return EVAL_SPLITS.get(_family(name)[0], ("train", "test"))
+
+
+def _folder(name: str, data_root) -> Path:
+    sub = _family(name)[1]
+    root = resolve_root(data_root)
+    if root is None:
+        raise UserError(f"dataset {name} needs --data-root DIR (or CTXENC_DATA) naming its folder.")
+    return root / sub if sub else root
+
+
+def dataset_task(name: str, data_root=None) -> str:
+    """What the labels of the evaluation splits are: single_label, multi_label, segmentation, unlabeled."""
+    family, _ = _family(name)
+    if family == "imagefolder":
+        from ctxenc.data.imagefolder import task_of
+
+        return task_of(_folder(name, data_root))
+    return TASK_OF[family]
+
+
+def load_dataset(name: str, split: str, data_root=None, download: bool = False, limit: int | None = None,
+                 load_size: int = 256) -> ImageDataset:
+    """Load split `split` of dataset `name` (uint8 images, in memory or memory-mapped).
+
+    limit: only the first `limit` images (image folders: evenly spaced). load_size: the square
+    size that datasets of variable image size (VOC, image folders) are stored at; see
+    `ctxenc.data.transforms.load_size_for`.
+    """
+    family, _ = _family(name)
+    root = resolve_root(data_root)
+    if family == "fashion_mnist":
         from ctxenc.data.fashion_mnist import load_fashion_mnist
 
-        return load_fashion_mnist(split, resolve_root(data_root), download)
-    raise UserError(f"unknown dataset {name!r}; valid names: {', '.join(DATASETS)}.")
+        data = load_fashion_mnist(split, root, download)
+        if limit:
+            data = dataclasses.replace(data, images=data.images[:limit], labels=data.labels[:limit])
+        return data
+    if family in ("cifar10", "cifar100"):
+        from ctxenc.data.cifar import load
+
+        data = load(family, split, root, download)
+        if limit:
+            data = dataclasses.replace(data, images=data.images[:limit], labels=data.labels[:limit])
+        return data
+    if family == "stl10":
+        from ctxenc.data.stl10 import load
+
+        return load(split, root, download, limit)
+    if family == "voc2007":
+        from ctxenc.data.voc import load_classification
+
+        return load_classification(split, root, download, limit, load_size)
+    if family == "voc2012_seg":
+        from ctxenc.data.voc import load_segmentation
+
+        return load_segmentation(split, root, download, limit, load_size)
+    from ctxenc.data.imagefolder import load
+
+    folder = _folder(name, data_root)
+    if download and not folder.is_dir():
+        raise UserError(f"an image folder cannot be downloaded; {folder} does not exist.")
+    return load(name, split, folder, limit, load_size)
 
 
-def to_model_input(images: torch.Tensor, size: int) -> torch.Tensor:
-    """uint8 (N, C, h, w) -> float32 (N, C, size, size) in [-1, 1].
+from ctxenc.data.transforms import to_model_input  # noqa: E402  (re-exported: the foundation's entry point)
 
-    Smaller images are zero-padded (black, Fashion-MNIST's background) around the centre,
-    larger ones centre-cropped, so no pixel is resampled.
-    """
-    x = images.float().div_(127.5).sub_(1.0)
-    h, w = x.shape[-2:]
-    if (h, w) == (size, size):
-        return x
-    if h > size or w > size:
-        top, left = (h - size) // 2, (w - size) // 2
-        return x[..., top : top + size, left : left + size].contiguous()
-    pt, pl = (size - h) // 2, (size - w) // 2
-    return torch.nn.functional.pad(x, (pl, size - w - pl, pt, size - h - pt), value=-1.0)
+__all__ = ["DATASETS", "TASKS", "ImageDataset", "dataset_task", "eval_splits", "load_dataset", "resolve_root", "to_model_input"]
