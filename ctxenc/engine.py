@@ -1,7 +1,9 @@
 """Pretraining: one explicit, seeded training loop, read top to bottom.
 
-`pretrain()` is the whole job behind `ctxenc pretrain`: load the data into memory, build the
-encoder and pretext model from the seed, train, and write `checkpoint.pt` and `log.jsonl`.
+`pretrain()` is the whole job behind `ctxenc pretrain`: load the data (uint8, in memory or
+memory-mapped), build the encoder and pretext model from the seed, train, and write
+`checkpoint.pt` and `log.jsonl`. Each batch is converted to the encoder's input (and augmented)
+as it is drawn, on the training device, so a dataset is never held in float.
 """
 
 from __future__ import annotations
@@ -16,8 +18,10 @@ import torch
 from tqdm import tqdm
 
 from ctxenc.checkpoint import save_checkpoint
-from ctxenc.data import load_dataset, to_model_input
-from ctxenc.encoders import create_encoder
+from ctxenc.data import eval_splits, load_dataset
+from ctxenc.data.transforms import load_size_for, random_crop_flip, to_model_input
+from ctxenc.device import autocast, grad_scaler, resolve_device
+from ctxenc.encoders import create_encoder, default_input_size
 from ctxenc.errors import UserError
 from ctxenc.losses import discriminator_loss, generator_loss
 from ctxenc.masks import sample_masks
@@ -29,6 +33,9 @@ class TrainConfig:
     """Optimisation of a pretext model (paper code: Adam, beta1 0.5, G lr 2e-3, D lr 2e-4, batch 64).
 
     max_steps caps the run (for smoke tests and `--limit`); None trains `epochs` full epochs.
+    augment: the paper's random crop + horizontal flip of each batch (`ctxenc.data.transforms`);
+    off, every image is the centre view evaluation uses.
+    amp: mixed precision (`ctxenc.device`): float16 + loss scaling on CUDA, bfloat16 on the CPU.
     """
 
     epochs: int = 1
@@ -38,6 +45,8 @@ class TrainConfig:
     seed: int = 0
     max_steps: int | None = None
     log_every: int = 50
+    augment: bool = False
+    amp: bool = False
 
     def __post_init__(self):
         if self.epochs < 0 or self.batch_size < 1 or self.lr <= 0:
@@ -49,18 +58,22 @@ class TrainingDiverged(UserError):
 
 
 def pretrain(dataset: str, encoder: dict, pretext: PretextConfig, train: TrainConfig, out_dir: str | Path,
-             data_root=None, download: bool = False, limit: int | None = None, progress: bool = True) -> Path:
-    """Pretrain `pretext` on the train split of `dataset`; returns the checkpoint's path.
+             data_root=None, download: bool = False, limit: int | None = None, progress: bool = True,
+             split: str | None = None, device: str = "cpu") -> Path:
+    """Pretrain `pretext` on split `split` of `dataset` (default: its train split); returns the checkpoint's path.
 
-    encoder: {"name": ..., **options}; the input size and channels come from the data unless given.
+    encoder: {"name": ..., **options}; channels come from the data, the input size from the
+    options or the encoder's default (small 32, dcgan 128, alexnet 227, timm 224).
     limit: use only the first `limit` training images (quick end-to-end checks).
     """
     out_dir = Path(out_dir)
-    data = load_dataset(dataset, "train", data_root, download)
-    images = data.images[:limit] if limit else data.images
-    enc_options = {"in_channels": images.shape[1], "input_size": 32, **{k: v for k, v in encoder.items() if k != "name"}}
-    x = to_model_input(images, enc_options["input_size"])
-    fill = x.mean(dim=(0, 2, 3))  # the dataset mean, per channel, that fills hidden pixels
+    dev = resolve_device(device)
+    split = split or eval_splits(dataset)[0]
+    size = encoder.get("input_size") or default_input_size(encoder["name"])
+    data = load_dataset(dataset, split, data_root, download, limit=limit, load_size=load_size_for(size))
+    images = data.images
+    enc_options = {"in_channels": images.shape[1], **{k: v for k, v in encoder.items() if k != "name"}, "input_size": size}
+    fill = dataset_mean(images, size)  # per channel, in [-1, 1]: fills hidden pixels
 
     torch.manual_seed(train.seed)  # the seed fixes the initial weights ...
     model = build_pretext(pretext, create_encoder(encoder["name"], **enc_options), fill)
@@ -68,27 +81,44 @@ def pretrain(dataset: str, encoder: dict, pretext: PretextConfig, train: TrainCo
         "encoder": model.encoder.config,
         "pretext": asdict(pretext),
         "train": asdict(train),
-        "data": {"dataset": dataset, "input_size": enc_options["input_size"], "fill": fill.tolist(), "train_images": len(x)},
+        "data": {"dataset": dataset, "split": split, "input_size": size, "fill": fill.tolist(), "train_images": len(images)},
     }
     start = time.perf_counter()
     out_dir.mkdir(parents=True, exist_ok=True)
     if pretext.name != "random":
-        train_loop(model, x, pretext, train, out_dir, meta, progress)
+        train_loop(model.to(dev), images, pretext, train, out_dir, meta, progress, dev)
     seconds = time.perf_counter() - start
     path = out_dir / "checkpoint.pt"
-    save_checkpoint(path, {**meta, "model": model.state_dict(), "pretrain_seconds": seconds, "done": True})
+    state = {k: v.cpu() for k, v in model.state_dict().items()}
+    save_checkpoint(path, {**meta, "model": state, "pretrain_seconds": seconds, "done": True})
     return path
 
 
+def dataset_mean(images: torch.Tensor, size: int, max_values: int = 2**28) -> torch.Tensor:
+    """Per-channel mean (C,) of the model inputs. images: uint8 (N, C, H, W).
+
+    Up to `max_values` input values (1 GiB of float) the mean is exact over all images;
+    beyond, over evenly spaced images, so a memory-mapped dataset is not read whole.
+    """
+    per_image = images.shape[1] * size * size
+    if len(images) * per_image > max_values:
+        images = images[torch.linspace(0, len(images) - 1, max_values // per_image).long()]
+    return to_model_input(images, size).mean(dim=(0, 2, 3))
+
+
 def train_loop(model, images: torch.Tensor, pretext: PretextConfig, cfg: TrainConfig, out_dir: Path, meta: dict,
-               progress: bool = True) -> None:
-    """images: (N, C, S, S) in [-1, 1], in memory. Writes `log.jsonl`; keeps the last good checkpoint."""
-    gen = torch.Generator().manual_seed(cfg.seed)  # ... and the data order and masks
+               progress: bool = True, device: torch.device = torch.device("cpu")) -> None:
+    """images: uint8 (N, C, H, W), in memory or memory-mapped; `model` already on `device`.
+
+    Writes `log.jsonl`; keeps the last good checkpoint.
+    """
+    gen = torch.Generator().manual_seed(cfg.seed)  # ... and the data order, masks and crops
     opt_g = torch.optim.Adam(model.generator_parameters(), lr=cfg.lr, betas=(cfg.beta1, 0.999))
     disc = model.discriminator
     # The generator learns 10x faster than the discriminator (paper, Sec. 3.2).
     opt_d = torch.optim.Adam(disc.parameters(), lr=cfg.lr / 10, betas=(cfg.beta1, 0.999)) if disc is not None else None
-    n, size = images.shape[0], images.shape[-1]
+    scaler = grad_scaler(device, cfg.amp)
+    n, size = images.shape[0], model.encoder.input_size
     steps_per_epoch = n // cfg.batch_size
     if steps_per_epoch == 0:
         raise UserError(f"{n} training images are fewer than one batch of {cfg.batch_size}; lower --batch-size.")
@@ -104,18 +134,22 @@ def train_loop(model, images: torch.Tensor, pretext: PretextConfig, cfg: TrainCo
             for i in range(steps_per_epoch):
                 if step == total:
                     break
-                batch = images[order[i * cfg.batch_size : (i + 1) * cfg.batch_size]]
-                masks = sample_masks(pretext.mask, len(batch), size, gen) if pretext.uses_masks else None
-                out = model.forward_loss(batch, masks)
+                raw = images[order[i * cfg.batch_size : (i + 1) * cfg.batch_size]].to(device, non_blocking=True)
+                batch = random_crop_flip(raw, size, gen) if cfg.augment else to_model_input(raw, size)
+                masks = sample_masks(pretext.mask, len(batch), size, gen).to(device) if pretext.uses_masks else None
+                with autocast(device, cfg.amp):
+                    out = model.forward_loss(batch, masks)
                 metrics = {"loss_rec": out["loss_rec"]}
                 loss = out["loss_rec"]
                 if disc is not None:
                     # Discriminator step on real images vs completed ones (generator frozen).
-                    loss_d = discriminator_loss(disc(batch), disc(out["completed"].detach()))
+                    with autocast(device, cfg.amp):
+                        loss_d = discriminator_loss(disc(batch), disc(out["completed"].detach()))
                     opt_d.zero_grad(set_to_none=True)
-                    loss_d.backward()
-                    opt_d.step()
-                    loss_adv = generator_loss(disc(out["completed"]))
+                    scaler.scale(loss_d).backward()
+                    scaler.step(opt_d)
+                    with autocast(device, cfg.amp):
+                        loss_adv = generator_loss(disc(out["completed"]))
                     loss = pretext.lambda_rec * out["loss_rec"] + pretext.lambda_adv * loss_adv
                     metrics.update(loss_d=loss_d, loss_adv=loss_adv)
                 if not torch.isfinite(loss):
@@ -124,8 +158,9 @@ def train_loop(model, images: torch.Tensor, pretext: PretextConfig, cfg: TrainCo
                         f"the last good checkpoint, if any, is kept in {out_dir}."
                     )
                 opt_g.zero_grad(set_to_none=True)
-                loss.backward()
-                opt_g.step()
+                scaler.scale(loss).backward()
+                scaler.step(opt_g)
+                scaler.update()
                 step += 1
                 for k, v in metrics.items():
                     sums[k] = sums.get(k, 0.0) + v.item()

@@ -10,9 +10,11 @@ import torch
 
 from ctxenc.checkpoint import load_encoder
 from ctxenc.config import from_dict, read_yaml
-from ctxenc.data import load_dataset, to_model_input
+from ctxenc.data import dataset_task, eval_splits, load_dataset
+from ctxenc.data.transforms import fit_label_maps, load_size_for, to_model_input
+from ctxenc.device import resolve_device
 from ctxenc.errors import UserError
-from ctxenc.evaluators import PROTOCOLS
+from ctxenc.evaluators import PROTOCOL_TASKS, PROTOCOLS
 from ctxenc.pretext import PretextConfig
 
 
@@ -34,30 +36,57 @@ def resolve_protocol(spec: str | dict, search: tuple[Path, ...] = ()) -> tuple[s
     return name, from_dict(config_cls, options, f"protocol {name!r}")
 
 
+TASK_NAMES = {"single_label": "single-label", "multi_label": "multi-label", "segmentation": "segmentation",
+              "unlabeled": "unlabeled"}
+
+
+def check_protocol_fits(protocol: str, dataset: str, data_root=None) -> None:
+    """Refuse, in one sentence, a protocol whose labels the dataset does not have."""
+    task = dataset_task(dataset, data_root)
+    fits = PROTOCOL_TASKS[protocol]
+    if task in fits:
+        return
+    needs = " or ".join(TASK_NAMES[t] for t in fits)
+    others = [p for p, tasks in PROTOCOL_TASKS.items() if task in tasks]
+    hint = f"protocols for {TASK_NAMES[task]} data: {', '.join(others)}" if others else "it can only be used for pretraining"
+    raise UserError(f"protocol {protocol!r} needs {needs} data, but {dataset} is {TASK_NAMES[task]}; {hint}.")
+
+
 @functools.lru_cache(maxsize=4)
 def prepared_split(dataset: str, split: str, data_root, size: int, limit: int | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """(images (N, C, size, size) in [-1, 1], labels (N,)), loaded once per process."""
-    data = load_dataset(dataset, split, data_root)
-    images, labels = (data.images[:limit], data.labels[:limit]) if limit else (data.images, data.labels)
-    return to_model_input(images, size), labels
+    """(images (N, C, size, size) in [-1, 1], labels), loaded once per process.
+
+    Labels as the dataset holds them; segmentation maps brought to (N, size, size) with the
+    same crop or resize as their images (`ctxenc.data.transforms.fit_label_maps`).
+    """
+    data = load_dataset(dataset, split, data_root, limit=limit, load_size=load_size_for(size))
+    labels = fit_label_maps(data.labels, size) if data.task == "segmentation" else data.labels
+    return to_model_input(data.images, size), labels
 
 
 def evaluate(checkpoint: str | Path, protocol: str, config, dataset: str, data_root=None,
-             limit: int | None = None) -> list[dict]:
-    """Run one protocol on the encoder of `checkpoint`; returns records rows (without `suite`)."""
+             limit: int | None = None, device: str = "cpu") -> list[dict]:
+    """Run one protocol on the encoder of `checkpoint`; returns records rows (without `suite`).
+
+    The encoder runs on `device`; evaluators follow it (features are computed there).
+    """
+    check_protocol_fits(protocol, dataset, data_root)
+    dev = resolve_device(device)
     encoder, ckpt = load_encoder(checkpoint)
     size = ckpt["data"]["input_size"]
-    train = prepared_split(dataset, "train", data_root, size, limit)
-    test = prepared_split(dataset, "test", data_root, size, limit)
+    train_split, test_split = eval_splits(dataset)
+    train = prepared_split(dataset, train_split, data_root, size, limit)
+    test = prepared_split(dataset, test_split, data_root, size, limit)
     if train[0].shape[1] != encoder.in_channels:
         raise UserError(f"{dataset} has {train[0].shape[1]}-channel images but the checkpoint's encoder takes {encoder.in_channels}.")
     _, run = PROTOCOLS[protocol]
     start = time.perf_counter()
-    metrics = run(encoder, train, test, config)
+    metrics = run(encoder.to(dev), train, test, config)
     seconds = time.perf_counter() - start
     pretext = PretextConfig(**ckpt["pretext"])
     base = {
         "dataset": dataset,
+        "pretrain_dataset": ckpt["data"]["dataset"],
         "pretext": pretext.name,
         "encoder": ckpt["encoder"]["name"],
         "mask": pretext.mask_label,

@@ -71,7 +71,7 @@ def to_model_input(images: torch.Tensor, size: int, chunk: int = 512) -> torch.T
     n, c, h, w = images.shape
     if (h, w) == (size, size):
         return to_unit_range(images)
-    out = torch.empty(n, c, size, size)
+    out = torch.empty(n, c, size, size, device=images.device)
     for i in range(0, n, chunk):
         x = to_unit_range(images[i : i + chunk])
         if _needs_resample(h, w, size):

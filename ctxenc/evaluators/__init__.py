@@ -13,5 +13,10 @@ PROTOCOLS = {
     "linear_probe": (LinearProbeConfig, linear_probe),
     "knn": (KNNConfig, knn),
 }
+# The label types (`ImageDataset.task`) each protocol can evaluate on; the runner refuses others.
+PROTOCOL_TASKS = {
+    "linear_probe": ("single_label",),
+    "knn": ("single_label",),
+}
 
-__all__ = ["PROTOCOLS", "KNNConfig", "LinearProbeConfig", "knn", "linear_probe"]
+__all__ = ["PROTOCOLS", "PROTOCOL_TASKS", "KNNConfig", "LinearProbeConfig", "knn", "linear_probe"]

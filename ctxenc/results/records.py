@@ -1,7 +1,8 @@
 """Long-format result rows, one per (cell, metric), in `records.csv`.
 
 Columns: suite, dataset, pretext, encoder, mask, loss, seed, protocol, metric, value,
-pretrain_seconds, eval_seconds, checkpoint. The file is rewritten atomically on every append,
+pretrain_seconds, eval_seconds, checkpoint, pretrain_dataset (where the encoder was pretrained;
+`dataset` is where it was evaluated). The file is rewritten atomically on every append,
 so it is never left partial.
 """
 
@@ -14,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 COLUMNS = ["suite", "dataset", "pretext", "encoder", "mask", "loss", "seed", "protocol", "metric", "value",
-           "pretrain_seconds", "eval_seconds", "checkpoint"]
+           "pretrain_seconds", "eval_seconds", "checkpoint", "pretrain_dataset"]
 
 
 def read_records(path: str | Path) -> pd.DataFrame:
