@@ -150,7 +150,9 @@ def run_suite(path: str | Path, out_dir: str | Path | None = None, data_root=Non
                     cfg = dataclasses.replace(cfg, seed=seed)
                 print(f"[{suite.suite}] {name} on {dataset}, {pretext_label(pretext)} seed {seed}", flush=True)
                 rows = evaluate(checkpoint, name, limited(cfg, limit), dataset, data_root, limit=limit, device=device)
-                append_records(records, [{**row, "suite": suite.suite} for row in rows])
+                # Checkpoints are recorded relative to the results folder, so the folder can move.
+                rows = [{**row, "suite": suite.suite, "checkpoint": str(checkpoint.relative_to(out))} for row in rows]
+                append_records(records, rows)
     return out
 
 

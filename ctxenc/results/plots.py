@@ -32,8 +32,9 @@ def bar_plot(records: pd.DataFrame, out: str | Path, metric: str = "accuracy", s
         for i, m in enumerate(methods):
             seeds = points[(points["protocol"] == protocol) & (points["method"] == m)]["value"] * scale
             ax.scatter([i] * len(seeds), seeds, color="black", s=10, zorder=3)
-            ax.annotate(f"{rows['mean'][m] * scale:.1f}", (i, rows["mean"][m] * scale), ha="center",
-                        va="bottom", xytext=(0, 8), textcoords="offset points", fontsize=8)
+            top = (rows["mean"][m] + rows["std"][m]) * scale  # above the error bar, not on it
+            ax.annotate(f"{rows['mean'][m] * scale:.1f}", (i, top), ha="center",
+                        va="bottom", xytext=(0, 3), textcoords="offset points", fontsize=8)
         low = (rows["mean"] - rows["std"]).min() * scale
         high = (rows["mean"] + rows["std"]).max() * scale
         pad = max(1.0, 0.25 * (high - low))

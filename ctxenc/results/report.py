@@ -12,7 +12,7 @@ from ctxenc.errors import UserError
 from ctxenc.masks import apply_mask, sample_masks
 from ctxenc.results.plots import bar_plot, inpainting_grid
 from ctxenc.results.records import read_records
-from ctxenc.results.tables import label_rows, paper_table, summarize
+from ctxenc.results.tables import label_rows, paper_table
 
 
 def write_report(out_dir: str | Path, data_root=None) -> Path:
@@ -76,8 +76,9 @@ def write_inpainting_figure(out_dir: Path, records: pd.DataFrame, data_root=None
 
     seed = int(records["seed"].min())
     rows = []
-    for path in sorted(set(records[(records["pretext"] == "context_encoder") & (records["seed"] == seed)]["checkpoint"])):
-        if not Path(path).is_file():
+    for name in sorted(set(records[(records["pretext"] == "context_encoder") & (records["seed"] == seed)]["checkpoint"])):
+        path = out_dir / name  # relative to the results folder (absolute paths stay absolute)
+        if not path.is_file():
             continue
         ckpt = load_checkpoint(path)
         model = rebuild_model(ckpt).eval()
