@@ -16,7 +16,7 @@ A suite file (see benchmarks/demo.yaml, benchmarks/paper_table2.yaml):
       - eval/linear_probe.yaml                    # may name its own `dataset`
       - {protocol: knn, k: 20, dataset: cifar10}
     paper:                                        # optional: the paper's numbers, shown beside ours
-      - {method: random, protocol: knn, metric: accuracy, value: 0.5, source: "..."}
+      - {method: random, protocol: knn, metric: accuracy, value: 50.0, unit: "%", source: "..."}
 
 Cells whose records exist are skipped, so a re-run continues where a stopped one ended.
 `--limit N` runs every cell on N images per split, 3 training steps and shortened evaluators
@@ -36,6 +36,7 @@ from ctxenc.engine import TrainConfig, pretrain
 from ctxenc.errors import UserError
 from ctxenc.evaluation import check_protocol_fits, evaluate, resolve_protocol
 from ctxenc.pretext import PretextConfig
+from ctxenc.results.paper import PaperRow
 from ctxenc.results.records import append_records, read_records
 
 # Under --limit, evaluator options of these names are capped (where a protocol has them).
@@ -56,17 +57,6 @@ class Suite:
     protocols: tuple = ("linear_probe",)
     limit: int | None = None
     paper: tuple[dict, ...] = ()
-
-
-@dataclass(frozen=True)
-class PaperRow:
-    """One number from the paper: `value` of `metric` for `method` under `protocol` (fractions, not %)."""
-
-    method: str
-    protocol: str
-    metric: str
-    value: float
-    source: str = ""
 
 
 def load_suite(path: str | Path) -> Suite:

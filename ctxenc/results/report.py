@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -10,6 +11,7 @@ import torch
 from ctxenc.checkpoint import load_checkpoint, rebuild_model
 from ctxenc.errors import UserError
 from ctxenc.masks import apply_mask, sample_masks
+from ctxenc.results.paper import paper_section
 from ctxenc.results.plots import bar_plot, inpainting_grid
 from ctxenc.results.records import read_records
 from ctxenc.results.tables import label_rows, paper_table
@@ -23,10 +25,14 @@ def write_report(out_dir: str | Path, data_root=None) -> Path:
     table = paper_table(records)
     (out_dir / "table.md").write_text(table.to_markdown() + "\n")
     bar_plot(records, out_dir / "bars.png")
-    inpainting = write_inpainting_figure(out_dir, records, data_root)
+    try:
+        inpainting, no_figure = write_inpainting_figure(out_dir, records, data_root, run_limit(out_dir)), None
+    except UserError as err:  # e.g. pretraining data without held-out images: the report says why
+        inpainting, no_figure = None, str(err)
     lines = [
         f"# ctxenc results: {', '.join(records['suite'].dropna().astype(str).unique()) or out_dir.name}",
         "",
+        *limit_warning(out_dir),
         f"Dataset `{records['dataset'].iloc[0]}`, encoder `{records['encoder'].iloc[0]}`; "
         f"every number is the mean ± std over seeds {sorted(records['seed'].unique().tolist())} "
         "(std with ddof = 1), measured on the test split; the probe's regularisation was chosen on a "
@@ -42,10 +48,30 @@ def write_report(out_dir: str | Path, data_root=None) -> Path:
         "",
         *shape_lines(records),
     ]
+    paper = paper_section(records, out_dir / "suite.yaml")
+    if paper:
+        lines += ["", *paper]
     if inpainting:
         lines += ["", "## Inpainting by the context encoders (test images, first seed)", "", f"![inpainting]({inpainting.name})"]
+    elif no_figure:
+        lines += ["", f"No inpainting figure: {no_figure}"]
     (out_dir / "report.md").write_text("\n".join(lines) + "\n")
     return out_dir / "report.md"
+
+
+def run_limit(out_dir: Path) -> int | None:
+    """The --limit a suite ran with (bench writes run.json), None for a full run."""
+    marker = out_dir / "run.json"
+    return json.loads(marker.read_text()).get("limit") if marker.is_file() else None
+
+
+def limit_warning(out_dir: Path) -> list[str]:
+    """A run made with --limit checks the plumbing: say so before any number."""
+    limit = run_limit(out_dir)
+    if not limit:
+        return []
+    return [f"**This run used `--limit {limit}`: {limit} images per split and a few training steps per cell. "
+            "Its numbers check that the suite runs end to end; they say nothing about the methods.**", ""]
 
 
 def shape_lines(records: pd.DataFrame, metric: str = "accuracy") -> list[str]:
@@ -70,8 +96,11 @@ def shape_lines(records: pd.DataFrame, metric: str = "accuracy") -> list[str]:
     return lines
 
 
-def write_inpainting_figure(out_dir: Path, records: pd.DataFrame, data_root=None, n: int = 8) -> Path | None:
-    """Masked input / completion / original for each context-encoder checkpoint of the first seed."""
+def write_inpainting_figure(out_dir: Path, records: pd.DataFrame, data_root=None, limit: int | None = None,
+                            n: int = 8) -> Path | None:
+    """Masked input / completion / original for each context-encoder checkpoint of the first seed,
+    on held-out images of its pretraining data (the first `limit` of them, if given)."""
+    from ctxenc.data import eval_splits
     from ctxenc.evaluation import prepared_split
 
     seed = int(records["seed"].min())
@@ -82,7 +111,8 @@ def write_inpainting_figure(out_dir: Path, records: pd.DataFrame, data_root=None
             continue
         ckpt = load_checkpoint(path)
         model = rebuild_model(ckpt).eval()
-        images, _ = prepared_split(ckpt["data"]["dataset"], "test", data_root, ckpt["data"]["input_size"], None)
+        dataset = ckpt["data"]["dataset"]
+        images, _ = prepared_split(dataset, eval_splits(dataset)[1], data_root, ckpt["data"]["input_size"], limit)
         x = images[:: max(1, len(images) // n)][:n]
         masks = sample_masks(ckpt["pretext"]["mask"], len(x), x.shape[-1], torch.Generator().manual_seed(seed))
         masked = apply_mask(x, masks, model.fill)
