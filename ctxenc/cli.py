@@ -1,4 +1,4 @@
-"""The `ctxenc` command: pretrain, evaluate, bench, report.
+"""The `ctxenc` command: pretrain, evaluate, bench, report, inpaint.
 
 User mistakes raise `UserError`: one sentence on stderr, exit code 2, no traceback (unless
 --debug).
@@ -79,13 +79,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--amp", action="store_true", help="pretrain in mixed precision (float16 on CUDA, bfloat16 on the CPU)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
+    p = sub.add_parser("inpaint", help="fill a hole in your own images with a context-encoder checkpoint",
+                       description="Inpaint images with a context-encoder checkpoint. Each image is converted to the model's "
+                                   "channels, centre-cropped to a square and resized (bicubic) to the model's input size; "
+                                   "per image OUT gets NAME_inpainted.png and NAME_side_by_side.png (input with hole / result / original). "
+                                   "Unreadable images get a one-sentence error and the others are still processed (exit code 2).")
+    p.add_argument("--checkpoint", required=True, type=Path, metavar="FILE", help="checkpoint.pt of a context_encoder pretraining")
+    p.add_argument("--mask", default="center", metavar="center|MASK.png", help="the checkpoint's central hole (default), or a mask image whose white pixels mark the hole (cropped and resized like the images)")
+    p.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="PNG/JPEG files of any size and mode")
+    p.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder")
+
     p = sub.add_parser("report", help="(re)write table.md, bars.png, inpainting.png and report.md from DIR/records.csv")
     p.add_argument("dir", type=Path, help="results folder holding records.csv")
     p.add_argument("--data-root", metavar="DIR", help="folder holding the dataset files (for the inpainting figure)")
     return parser
 
 
-def run(args: argparse.Namespace) -> None:
+def run(args: argparse.Namespace) -> int:
+    """Run a subcommand; returns the exit code (non-zero where some inputs failed but others ran)."""
     if args.command == "pretrain":
         from ctxenc.engine import TrainConfig, pretrain
         from ctxenc.pretext import PretextConfig
@@ -123,12 +134,21 @@ def run(args: argparse.Namespace) -> None:
         from ctxenc.results.report import write_report
 
         print(f"wrote {write_report(args.dir, args.data_root)}")
+    elif args.command == "inpaint":
+        from ctxenc.inpaint import inpaint_files
+
+        written, errors = inpaint_files(args.checkpoint, args.images, args.mask, args.out)
+        for message in errors:
+            print(f"ctxenc: error: {message}", file=sys.stderr)
+        print(f"wrote {len(written)} files to {args.out}")
+        return 2 if errors else 0
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        run(args)
+        code = run(args)
     except UserError as err:
         if args.debug:
             raise
@@ -137,4 +157,4 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("ctxenc: interrupted; checkpoints and records written so far are intact.", file=sys.stderr)
         return 130
-    return 0
+    return code

@@ -136,27 +136,25 @@ def train_loop(model, images: torch.Tensor, pretext: PretextConfig, cfg: TrainCo
                     break
                 raw = images[order[i * cfg.batch_size : (i + 1) * cfg.batch_size]].to(device, non_blocking=True)
                 batch = random_crop_flip(raw, size, gen) if cfg.augment else to_model_input(raw, size)
-                masks = sample_masks(pretext.mask, len(batch), size, gen).to(device) if pretext.uses_masks else None
+                masks = (sample_masks(pretext.mask, len(batch), size, gen, **pretext.mask_options(size)).to(device)
+                         if pretext.uses_masks else None)
                 with autocast(device, cfg.amp):
                     out = model.forward_loss(batch, masks)
                 metrics = {"loss_rec": out["loss_rec"]}
                 loss = out["loss_rec"]
                 if disc is not None:
-                    # Discriminator step on real images vs completed ones (generator frozen).
+                    # Discriminator step on real vs predicted content (generator frozen).
                     with autocast(device, cfg.amp):
-                        loss_d = discriminator_loss(disc(batch), disc(out["completed"].detach()))
+                        loss_d = discriminator_loss(disc(out["real_view"]), disc(out["fake_view"].detach()))
+                    check_finite(loss_d, "discriminator loss", step, out_dir)
                     opt_d.zero_grad(set_to_none=True)
                     scaler.scale(loss_d).backward()
                     scaler.step(opt_d)
                     with autocast(device, cfg.amp):
-                        loss_adv = generator_loss(disc(out["completed"]))
+                        loss_adv = generator_loss(disc(out["fake_view"]))
                     loss = pretext.lambda_rec * out["loss_rec"] + pretext.lambda_adv * loss_adv
                     metrics.update(loss_d=loss_d, loss_adv=loss_adv)
-                if not torch.isfinite(loss):
-                    raise TrainingDiverged(
-                        f"the loss became {loss.item()} at step {step}; training stopped (lower --lr); "
-                        f"the last good checkpoint, if any, is kept in {out_dir}."
-                    )
+                check_finite(loss, "loss", step, out_dir)
                 opt_g.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 scaler.step(opt_g)
@@ -178,3 +176,12 @@ def train_loop(model, images: torch.Tensor, pretext: PretextConfig, cfg: TrainCo
         bar.close()
         log.close()
     (out_dir / "last.pt").unlink(missing_ok=True)
+
+
+def check_finite(loss: torch.Tensor, what: str, step: int, out_dir: Path) -> None:
+    """Stop before a non-finite loss reaches the weights (the discriminator's is checked before its step too)."""
+    if not torch.isfinite(loss):
+        raise TrainingDiverged(
+            f"the {what} became {loss.item()} at step {step}; training stopped (lower --lr); "
+            f"the last good checkpoint, if any, is kept in {out_dir}."
+        )

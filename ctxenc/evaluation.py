@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from ctxenc.checkpoint import load_encoder
+from ctxenc.checkpoint import load_encoder, rebuild_model
 from ctxenc.config import from_dict, read_yaml
 from ctxenc.data import dataset_task, eval_splits, load_dataset
 from ctxenc.data.transforms import fit_label_maps, load_size_for, to_model_input
@@ -80,8 +80,9 @@ def evaluate(checkpoint: str | Path, protocol: str, config, dataset: str, data_r
     if train[0].shape[1] != encoder.in_channels:
         raise UserError(f"{dataset} has {train[0].shape[1]}-channel images but the checkpoint's encoder takes {encoder.in_channels}.")
     _, run = PROTOCOLS[protocol]
+    subject = rebuild_model(ckpt).eval() if getattr(config, "uses_model", False) else encoder
     start = time.perf_counter()
-    metrics = run(encoder.to(dev), train, test, config)
+    metrics = run(subject.to(dev), train, test, config)
     seconds = time.perf_counter() - start
     pretext = PretextConfig(**ckpt["pretext"])
     base = {

@@ -69,3 +69,10 @@ def test_apply_mask_fills_with_mean():
     out = apply_mask(images, mask, torch.tensor([-1.0, 0.0, 1.0]))
     assert out[0, :, 0, 0].tolist() == [-1.0, 0.0, 1.0]
     assert torch.equal(out[1], images[1]) and torch.equal(out[0, :, 1:], images[0, :, 1:])
+
+
+def test_center_hole_of_a_given_side():
+    m = sample_masks("center", 2, 32, side=14)  # a 16 px square minus a 1 px overlap ring
+    assert m[0, 0].sum() == 14 * 14 and m[0, 0, 9:23, 9:23].all() and not m[0, 0, 8, 9]
+    with pytest.raises(UserError, match="does not fit centred"):
+        sample_masks("center", 1, 32, side=15)

@@ -38,7 +38,7 @@ def test_imagefolder_with_a_timm_backbone_then_knn(tmp_path, capsys):
     assert values["accuracy"] > 0.6  # 3 classes
 
 
-def test_flat_imagefolder_pretrains_alexnet_but_cannot_be_evaluated(tmp_path, capsys):
+def test_flat_imagefolder_pretrains_alexnet_but_cannot_be_probed(tmp_path, capsys):
     write_imagefolder(tmp_path / "streets", classes=None, n_flat=8)
     out = tmp_path / "alex"
     assert main(["pretrain", "--dataset", "imagefolder:streets", "--data-root", str(tmp_path), "--encoder", "alexnet",
@@ -47,7 +47,7 @@ def test_flat_imagefolder_pretrains_alexnet_but_cannot_be_evaluated(tmp_path, ca
     assert main(["evaluate", "--checkpoint", str(out / "checkpoint.pt"), "--protocol", "linear_probe",
                  "--dataset", "imagefolder:streets", "--data-root", str(tmp_path), "--out", str(out)]) == 2
     err = capsys.readouterr().err
-    assert "protocol 'linear_probe' needs single-label data, but imagefolder:streets is unlabeled; it can only be used for pretraining." in err
+    assert "protocol 'linear_probe' needs single-label data, but imagefolder:streets is unlabeled; protocols for unlabeled data: inpainting." in err
 
 
 def test_knn_on_multilabel_voc_is_refused_before_loading(tmp_path, capsys):

@@ -8,13 +8,20 @@ import torch.nn.functional as F
 from ctxenc.errors import UserError
 
 
-def center_masks(n: int, size: int, generator: torch.Generator | None = None) -> torch.Tensor:
-    """The central square of side size/2: exactly 1/4 of the area. -> bool (n, 1, size, size)."""
+def center_masks(n: int, size: int, generator: torch.Generator | None = None, side: int | None = None) -> torch.Tensor:
+    """The central square of side `side` (default size/2: exactly 1/4 of the area). -> bool (n, 1, size, size).
+
+    A smaller side is the released code's hole for a model that predicts only the central
+    size/2 square: that square minus its overlap ring (56 px of 64 at 128 px).
+    """
     if size < 2 or size % 2:
         raise UserError(f"a center mask needs an even image size of at least 2 pixels, got {size}.")
+    side = size // 2 if side is None else side
+    if not 0 < side <= size or (size - side) % 2:
+        raise UserError(f"a center hole of {side} px does not fit centred in a {size} px image.")
     mask = torch.zeros(n, 1, size, size, dtype=torch.bool)
-    lo, hi = size // 4, size // 4 + size // 2
-    mask[..., lo:hi, lo:hi] = True
+    lo = (size - side) // 2
+    mask[..., lo : lo + side, lo : lo + side] = True
     return mask
 
 

@@ -15,7 +15,12 @@ class PretextConfig:
 
     overlap_px: border the prediction shares with the context (paper: 4 px at 128 px; we scale
     it to the image, 1 px at 32 px); overlap_weight: its loss weight (paper: 10).
-    adversarial: add the GAN loss with weights lambda_rec / lambda_adv (paper: 0.999 / 0.001).
+    adversarial: add the GAN loss with weights lambda_rec / lambda_adv (paper: 0.999 / 0.001);
+    with the center mask the discriminator judges the predicted region (hole + overlap border,
+    cropped), otherwise the completed image.
+    predict: `image` decodes the whole image (the loss still covers only hole + border);
+    `center` (center mask only) decodes just the central size/2 square, as the paper's inpainting
+    model does (128 px in, 64 px out): the hidden hole is then that square minus its overlap ring.
     """
 
     name: str = "context_encoder"
@@ -25,6 +30,7 @@ class PretextConfig:
     adversarial: bool = False
     lambda_rec: float = 0.999
     lambda_adv: float = 0.001
+    predict: str = "image"
 
     def __post_init__(self):
         from ctxenc.masks import MASKS
@@ -37,12 +43,30 @@ class PretextConfig:
             raise UserError(f"overlap must be 0-16 pixels, got {self.overlap_px}.")
         if self.overlap_weight < 0:
             raise UserError(f"overlap weight must be non-negative, got {self.overlap_weight}.")
+        if self.predict not in ("image", "center"):
+            raise UserError(f"unknown prediction target {self.predict!r}; valid: image, center.")
+        if self.predict == "center" and (self.name != "context_encoder" or self.mask != "center"):
+            raise UserError("predict: center needs name: context_encoder and mask: center; use predict: image otherwise.")
         if self.adversarial and self.name != "context_encoder":
             raise UserError(f"--adversarial applies to context_encoder only, not {self.name}.")
 
     @property
     def uses_masks(self) -> bool:
         return self.name == "context_encoder"
+
+    def mask_options(self, size: int) -> dict:
+        """Options for `sample_masks(self.mask, n, size, ...)`: the hole shrinks when only the centre is decoded."""
+        if self.predict == "center":
+            return {"side": size // 2 - 2 * self.overlap_px}
+        return {}
+
+    def judged_side(self, size: int) -> int | None:
+        """Side of the square the discriminator judges: the hole plus its overlap border for the
+        center mask (size/2 + 2 * overlap_px, or size/2 when only the centre is decoded); None
+        (the whole image) for the other masks, whose holes move."""
+        if self.mask != "center" or not self.uses_masks:
+            return None
+        return size // 2 if self.predict == "center" else size // 2 + 2 * self.overlap_px
 
     @property
     def loss(self) -> str:

@@ -69,29 +69,26 @@ class UpConvDecoder(nn.Module):
 
 
 class Discriminator(nn.Module):
-    """DCGAN discriminator: 4x4 stride-2 convs 64->128->256->512 down to 4x4, then one logit.
+    """DCGAN discriminator: 4x4 stride-2 convs 64->128->256->512 while the map is at least 8 px,
+    then one conv over what is left (4-7 px) to a logit. No BatchNorm on the first layer.
 
-    Input (B, C, S, S) in [-1, 1] -> logits (B,). No BatchNorm on the first layer. Sizes that
-    are not a power of two halve (rounding down) until at most 4 px remain (227 -> ... -> 3),
-    and the last convolution spans what is left.
+    Input (B, C, S, S) in [-1, 1], S >= 4 (any size: the hole plus its overlap border is 18 px
+    at 32) -> logits (B,).
     """
 
     def __init__(self, in_channels: int, input_size: int):
         super().__init__()
         if input_size < 4:
-            raise UserError(f"the discriminator needs images of at least 4 px, got {input_size}.")
-        downs, size = 0, input_size
-        while size > 4:
-            size, downs = size // 2, downs + 1
+            raise UserError(f"the discriminator needs inputs of at least 4 px, got {input_size}.")
         layers: list[nn.Module] = []
-        c = in_channels
-        for i in range(downs):
+        c, size, i = in_channels, input_size, 0
+        while size >= 8:
             width = min(64 * 2**i, 512)
             layers.append(nn.Conv2d(c, width, 4, 2, 1, bias=False))
             if i > 0:
                 layers.append(nn.BatchNorm2d(width))
             layers.append(nn.LeakyReLU(0.2, inplace=True))
-            c = width
+            c, size, i = width, size // 2, i + 1
         layers.append(nn.Conv2d(c, 1, size, 1, 0))
         self.net = nn.Sequential(*layers)
 

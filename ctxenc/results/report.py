@@ -22,6 +22,10 @@ def write_report(out_dir: str | Path, data_root=None) -> Path:
     records = read_records(out_dir / "records.csv")
     if records.empty:
         raise UserError(f"{out_dir / 'records.csv'} has no records; run 'ctxenc bench' or 'ctxenc evaluate --out {out_dir}' first.")
+    if (records["protocol"] == "inpainting").all():
+        from ctxenc.results.inpainting import write_inpainting_report
+
+        return write_inpainting_report(out_dir, records, data_root)
     table = paper_table(records)
     (out_dir / "table.md").write_text(table.to_markdown() + "\n")
     bar_plot(records, out_dir / "bars.png")

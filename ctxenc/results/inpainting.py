@@ -1,0 +1,194 @@
+"""Table 1 in miniature, from `inpainting` records: the table beside the paper's, the comparisons
+the paper makes, and a grid with one row per method on the same test images.
+
+The inpainting evaluator writes metrics named "<method>/<metric>" (ctxenc.evaluators.inpainting).
+The classical baselines (mean fill, biharmonic, HOG nearest neighbour) do not depend on the
+checkpoint: every cell measures the same numbers, and the table shows them once.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+import torch  # noqa: E402
+
+from ctxenc.checkpoint import load_checkpoint, rebuild_model  # noqa: E402
+from ctxenc.evaluators.inpainting import METHODS, InpaintingConfig, hole_for, inpaint_all  # noqa: E402
+from ctxenc.results.plots import to_display  # noqa: E402
+
+CLASSICAL = {"mean_fill": "Mean fill", "biharmonic": "Biharmonic inpainting", "nn_hog": "NN inpainting, HOG features"}
+
+# Pathak et al. 2016, Table 1: Paris StreetView, 128 px images, central 64 px hole.
+PAPER_TABLE1 = pd.DataFrame(
+    [("NN inpainting, HOG features", 19.92, 6.92, 12.79),
+     ("NN inpainting, context-encoder features", 15.10, 4.30, 14.70),
+     ("Context encoder, L2 + adversarial", 9.37, 1.96, 18.58)],
+    columns=["method", "mean L1 (%)", "mean L2 (%)", "PSNR (dB)"],
+).set_index("method")
+
+COLUMNS = {"l1": ("mean L1 (%)", 100, 2), "l2": ("mean L2 (%)", 100, 2), "psnr": ("PSNR (dB)", 1, 2),
+           "ssim": ("SSIM", 1, 3), "sharpness": ("sharpness", 1, 2)}
+
+
+def method_label(method: str, mask: str, loss: str) -> str:
+    if method in CLASSICAL:
+        return CLASSICAL[method]
+    trained = f"CE {loss}" if mask == "center" else f"CE {mask} {loss}"
+    return f"NN inpainting, {trained} features" if method == "nn_features" else f"Context encoder, {loss}" + ("" if mask == "center" else f" ({mask} masks)")
+
+
+def inpainting_rows(records: pd.DataFrame) -> pd.DataFrame:
+    """Records of the inpainting protocol with `method` (a table label), `method_key` and `measure`."""
+    frame = records[records["protocol"] == "inpainting"].copy()
+    split = frame["metric"].str.split("/", n=1, expand=True)
+    frame["method_key"], frame["measure"] = split[0], split[1]
+    frame["method"] = [method_label(m, mask, loss) for m, mask, loss in zip(frame["method_key"], frame["mask"], frame["loss"])]
+    return frame
+
+
+def order(frame: pd.DataFrame) -> list[str]:
+    keys = frame.drop_duplicates("method").set_index("method")
+    return sorted(keys.index, key=lambda m: (METHODS.index(keys.loc[m, "method_key"]), keys.loc[m, "loss"], m))
+
+
+def table1(records: pd.DataFrame) -> pd.DataFrame:
+    """Rows = methods in Table 1's order; "mean ± std" over seeds for the learned ones (the
+    classical ones are deterministic: one number); the paper's columns beside ours."""
+    frame = inpainting_rows(records)
+    learned = ~frame["method_key"].isin(CLASSICAL)
+    stats = frame.groupby(["method", "measure"])["value"].agg(["mean", "std"]).fillna(0.0)
+    seeds = frame[learned].groupby("method")["seed"].nunique()
+    rows = []
+    for method in order(frame):
+        row = {"method": method, "seeds": int(seeds[method]) if method in seeds else "deterministic"}
+        for measure, (name, scale, digits) in COLUMNS.items():
+            if (method, measure) not in stats.index:
+                continue
+            mean, std = stats.loc[(method, measure)] * scale
+            row[name] = f"{mean:.{digits}f}" if row["seeds"] == "deterministic" else f"{mean:.{digits}f} ± {std:.{digits}f}"
+        rows.append(row)
+    table = pd.DataFrame(rows).set_index("method")
+    paper = PAPER_TABLE1.rename(columns=lambda c: f"paper {c}")
+    paper.index = paper.index.map(paper_row_for)
+    table = table.join(paper[~paper.index.duplicated()], how="left").fillna("")
+    table.index.name = None
+    return table
+
+
+def paper_row_for(paper_method: str) -> str:
+    """Which of our rows each of the paper's rows sits beside."""
+    return {"NN inpainting, HOG features": CLASSICAL["nn_hog"],
+            "NN inpainting, context-encoder features": "NN inpainting, CE l2+adv features",
+            "Context encoder, L2 + adversarial": "Context encoder, l2+adv"}[paper_method]
+
+
+def comparison_lines(records: pd.DataFrame) -> list[str]:
+    """The paper's claims, checked on our numbers: CE L2 against the baselines, L2+adv against L2."""
+    frame = inpainting_rows(records)
+    means = frame.groupby(["method", "measure"])["value"].mean()
+    lines = []
+    ce_l2 = "Context encoder, l2"
+    for base in (*CLASSICAL.values(), "NN inpainting, CE l2 features"):
+        if (ce_l2, "psnr") not in means or (base, "psnr") not in means:
+            continue
+        d_psnr = means[(ce_l2, "psnr")] - means[(base, "psnr")]
+        d_l2 = (means[(ce_l2, "l2")] - means[(base, "l2")]) * 100
+        verdict = "better" if d_psnr > 0 and d_l2 < 0 else "worse" if d_psnr < 0 and d_l2 > 0 else "mixed"
+        lines.append(f"- {ce_l2} vs {base}: PSNR {d_psnr:+.2f} dB, mean L2 {d_l2:+.2f} points ({verdict}).")
+    ce = frame[frame["method_key"] == "context_encoder"]
+    by_seed = ce.pivot_table(index="seed", columns=["loss", "measure"], values="value")
+    if {"l2", "l2+adv"} <= set(by_seed.columns.get_level_values(0)):
+        for measure, what in (("psnr", "PSNR (dB)"), ("l2", "mean L2 (points)"), ("sharpness", "sharpness"), ("ssim", "SSIM")):
+            scale = 100 if measure == "l2" else 1
+            diff = ((by_seed[("l2+adv", measure)] - by_seed[("l2", measure)]) * scale).dropna()
+            lines.append(f"- l2+adv − l2, paired by seed, {what}: {diff.mean():+.3f} (per seed: "
+                         + ", ".join(f"{d:+.3f}" for d in diff) + ")")
+    return lines
+
+
+def inpainting_grid_figure(records: pd.DataFrame, out: str | Path, data_root=None, n: int = 8,
+                           limit: int | None = None) -> Path | None:
+    """One row per method (plus the input with its hole and the original) on the same n test
+    images, from the first seed's checkpoints; the columns are spread over the scored images."""
+    from ctxenc.data import eval_splits
+    from ctxenc.evaluation import prepared_split
+    from ctxenc.results.report import highlight
+
+    frame = inpainting_rows(records)
+    seed = int(frame["seed"].min())
+    cells = frame[frame["seed"] == seed].drop_duplicates("checkpoint").sort_values("loss")
+    # Records hold checkpoints relative to the results folder (absolute paths stay absolute).
+    paths = [Path(out).parent / p for p in cells["checkpoint"] if (Path(out).parent / p).is_file()]
+    if not paths:
+        return None
+    found: dict[tuple, torch.Tensor] = {}  # (METHODS index, loss, label) -> completed images
+    for path in paths:
+        ckpt = load_checkpoint(path)
+        model = rebuild_model(ckpt).eval()
+        size = ckpt["data"]["input_size"]
+        train_split, test_split = eval_splits(ckpt["data"]["dataset"])
+        train, _ = prepared_split(ckpt["data"]["dataset"], train_split, data_root, size, limit)
+        test, _ = prepared_split(ckpt["data"]["dataset"], test_split, data_root, size, limit)
+        scored = test[: InpaintingConfig.num_images]
+        x = scored[torch.linspace(0, len(scored) - 1, n).long()]
+        mask = hole_for(model, size)
+        loss = "l2+adv" if ckpt["pretext"]["adversarial"] else "l2"
+        for method, completed in inpaint_all(model, train, x, mask).items():
+            label = method_label(method, ckpt["pretext"]["mask"], loss)
+            found.setdefault((METHODS.index(method), "" if method in CLASSICAL else loss, label), completed)
+    rows = {"input": highlight(x, mask.expand(len(x), -1, -1, -1))}
+    rows.update({key[2]: completed for key, completed in sorted(found.items(), key=lambda kv: kv[0])})
+    rows["original"] = x
+    fig, axes = plt.subplots(len(rows), n, figsize=(1.0 * n + 1.8, 1.0 * len(rows)), squeeze=False)
+    for r, (label, batch) in enumerate(rows.items()):
+        for i in range(n):
+            ax = axes[r, i]
+            ax.imshow(to_display(batch[i]), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+        axes[r, 0].set_ylabel(label.replace(", ", ",\n"), fontsize=7, rotation=0, ha="right", va="center")
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return Path(out)
+
+
+def write_inpainting_report(out_dir: Path, records: pd.DataFrame, data_root=None) -> Path:
+    """table.md (Table 1 layout with the paper's beside it), inpainting_grid.png and report.md."""
+    table = table1(records)
+    frame = inpainting_rows(records)
+    (out_dir / "table.md").write_text(table.to_markdown() + "\n")
+    from ctxenc.results.report import limit_warning, run_limit
+
+    grid = inpainting_grid_figure(records, out_dir / "inpainting_grid.png", data_root, limit=run_limit(out_dir))
+    seconds = frame[frame["method_key"] == "context_encoder"].groupby("loss")["pretrain_seconds"].mean()
+    lines = [
+        f"# ctxenc results: {', '.join(records['suite'].dropna().astype(str).unique()) or out_dir.name}",
+        "",
+        *limit_warning(out_dir),
+        f"Inpainting on `{records['dataset'].iloc[0]}` test images with a central hole, encoder "
+        f"`{records['encoder'].iloc[0]}`; metrics over the hole, images in [0, 1] (definitions in "
+        "`ctxenc/evaluators/inpainting.py`). Learned rows: mean ± std over seeds "
+        f"{sorted(frame['seed'].unique().tolist())} (std with ddof = 1); the classical rows are "
+        "deterministic. Paper columns: Pathak et al. 2016, Table 1 (Paris StreetView, 128 px, "
+        "64 px hole), beside the row that corresponds. Raw rows: [records.csv](records.csv).",
+        "",
+        "## Table 1",
+        "",
+        table.to_markdown(),
+        "",
+        "Pretraining time per seed: " + ", ".join(f"{loss} {s:.0f} s" for loss, s in seconds.items()) + ".",
+        "",
+        "## The paper's comparisons on our numbers",
+        "",
+        *comparison_lines(records),
+    ]
+    if grid:
+        lines += ["", "## The same test images, one row per method (first seed)", "", f"![inpainting grid]({grid.name})"]
+    (out_dir / "report.md").write_text("\n".join(lines) + "\n")
+    return out_dir / "report.md"
