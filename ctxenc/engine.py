@@ -171,7 +171,8 @@ def train_loop(model, images: torch.Tensor, pretext: PretextConfig, cfg: TrainCo
                     log.flush()
                     bar.set_postfix(loss=f"{means['loss_rec']:.4f}")
                     sums = {}
-            save_checkpoint(out_dir / "last.pt", {**meta, "model": model.state_dict(), "step": step, "epoch": epoch, "done": False})
+            if step < total:  # after the last epoch the final checkpoint follows at once
+                save_checkpoint(out_dir / "last.pt", {**meta, "model": model.state_dict(), "step": step, "epoch": epoch, "done": False})
     finally:
         bar.close()
         log.close()

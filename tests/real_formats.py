@@ -120,14 +120,16 @@ def write_voc(root: Path, year: str = "2007", splits: dict[str, int] | None = No
 
 def write_imagefolder(root: Path, classes: tuple[str, ...] | None = ("cat", "dog", "ship"), per_class: int = 12,
                       test: bool = True, seed: int = 0, n_flat: int = 24) -> Path:
-    """root/train/<class>/*.png|jpg (+ root/val/...) of varying sizes and modes, or flat images when classes is None."""
+    """root/train/<class>/*.png|jpg (+ root/val/...) of varying sizes and modes; when classes is None,
+    unlabeled images side by side in root/train and root/test (test=True) or in root itself."""
     rng = np.random.default_rng(seed)
     modes = ("RGB", "L", "RGBA", "P")
     if classes is None:
-        root.mkdir(parents=True, exist_ok=True)
-        for i in range(n_flat):
-            img = class_image(i % 4, int(rng.integers(50, 90)), int(rng.integers(50, 90)), rng)
-            Image.fromarray(img).convert(modes[i % 4]).save(root / f"img{i:03d}.png")
+        for folder in (root / "train", root / "test") if test else (root,):
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(n_flat):
+                img = class_image(i % 4, int(rng.integers(50, 90)), int(rng.integers(50, 90)), rng)
+                Image.fromarray(img).convert(modes[i % 4]).save(folder / f"img{i:03d}.png")
         return root
     for split in ("train", "val") if test else ("train",):
         for k, name in enumerate(classes):

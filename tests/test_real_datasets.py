@@ -140,7 +140,7 @@ def test_imagefolder_labelled_with_mixed_modes_and_sizes(tmp_path):
 
 
 def test_imagefolder_flat_is_unlabeled_and_cached(tmp_path):
-    write_imagefolder(tmp_path / "streets", classes=None)
+    write_imagefolder(tmp_path / "streets", classes=None, test=False)
     assert dataset_task("imagefolder:streets", tmp_path) == "unlabeled"
     first = load_dataset("imagefolder:streets", "train", tmp_path, load_size=32)
     assert first.labels is None and first.task == "unlabeled" and first.images.shape == (24, 3, 32, 32)
@@ -156,7 +156,7 @@ def test_imagefolder_flat_is_unlabeled_and_cached(tmp_path):
 
 
 def test_imagefolder_errors(tmp_path):
-    write_imagefolder(tmp_path / "mixed", classes=None)
+    write_imagefolder(tmp_path / "mixed", classes=None, test=False)
     (tmp_path / "mixed" / "cls").mkdir()
     Image.new("RGB", (8, 8)).save(tmp_path / "mixed" / "cls" / "a.png")
     with pytest.raises(UserError, match="mixes class subfolders"):

@@ -39,7 +39,7 @@ def test_imagefolder_with_a_timm_backbone_then_knn(tmp_path, capsys):
 
 
 def test_flat_imagefolder_pretrains_alexnet_but_cannot_be_probed(tmp_path, capsys):
-    write_imagefolder(tmp_path / "streets", classes=None, n_flat=8)
+    write_imagefolder(tmp_path / "streets", classes=None, n_flat=8, test=False)
     out = tmp_path / "alex"
     assert main(["pretrain", "--dataset", "imagefolder:streets", "--data-root", str(tmp_path), "--encoder", "alexnet",
                  "--pretext", "context_encoder", "--max-steps", "1", "--batch-size", "4", "--out", str(out), "--no-progress"]) == 0
