@@ -85,12 +85,12 @@ def run(args: argparse.Namespace) -> None:
         from ctxenc.evaluation import evaluate, resolve_protocol
         from ctxenc.results.records import append_records
 
-        name, config = resolve_protocol(args.protocol)
+        label, name, config = resolve_protocol(args.protocol)
         if args.download:
             from ctxenc.data import load_dataset
 
             load_dataset(args.dataset, "train", args.data_root, download=True)
-        rows = evaluate(args.checkpoint, name, config, args.dataset, args.data_root, args.limit)
+        rows = evaluate(args.checkpoint, name, config, args.dataset, args.data_root, args.limit, label=label)
         append_records(args.out / "records.csv", [{**row, "suite": "adhoc"} for row in rows])
         for row in rows:
             print(f"{row['protocol']} {row['metric']}: {row['value']:.4f}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Mapping
 
 import torch
 
@@ -28,6 +29,10 @@ class ImageDataset:
     - multi_label: float32 (N, K) multi-hot
     - segmentation: int64 (N, H, W) class map (an ignore value allowed)
     - unlabeled: None
+
+    A dataset with more than one kind of annotation (FashionScenes) also carries
+    class_maps: uint8 (N, H, W), 0 = background, k + 1 = class k, 255 = ignore; and
+    boxes: int16 (N, max_objects, 5) rows (class, x0, y0, x1, y1), -1 for unused rows.
     """
 
     name: str
@@ -36,6 +41,8 @@ class ImageDataset:
     labels: torch.Tensor | None
     num_classes: int
     task: str = "single_label"
+    class_maps: torch.Tensor | None = None
+    boxes: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -47,15 +54,45 @@ def resolve_root(data_root: str | os.PathLike | None) -> Path | None:
     return Path(root) if root else None
 
 
-DATASETS = ("fashion_mnist",)
+DATASETS = ("fashion_mnist", "fashion_scenes")
 
 
-def load_dataset(name: str, split: str, data_root=None, download: bool = False) -> ImageDataset:
-    """Load split `train` or `test` of dataset `name` into memory."""
+def dataset_spec(dataset: str | Mapping) -> tuple[str, tuple[tuple[str, Any], ...]]:
+    """A dataset as configs name it -> (name, sorted options), hashable.
+
+    `dataset` is a name ("fashion_mnist") or a mapping {name: ..., **options}, e.g.
+    {name: fashion_scenes, size: 32, train_scenes: 4000} (options of `ScenesConfig`).
+    """
+    if isinstance(dataset, str):
+        return dataset, ()
+    if isinstance(dataset, tuple):  # already a spec
+        return dataset
+    options = dict(dataset)
+    name = options.pop("name", None)
+    if not isinstance(name, str):
+        raise UserError(f"a dataset mapping needs a 'name' (one of {', '.join(DATASETS)}), got {dict(dataset)}.")
+    return name, tuple(sorted(options.items()))
+
+
+def load_dataset(dataset: str | Mapping, split: str, data_root=None, download: bool = False) -> ImageDataset:
+    """Load split `train` or `test` of `dataset` (a name or {name, **options}) into memory."""
+    name, options = dataset_spec(dataset)
     if name == "fashion_mnist":
         from ctxenc.data.fashion_mnist import load_fashion_mnist
 
+        if options:
+            raise UserError(f"fashion_mnist takes no options, got {dict(options)}; name it by its name alone.")
         return load_fashion_mnist(split, resolve_root(data_root), download)
+    if name == "fashion_scenes":
+        from ctxenc.config import from_dict
+        from ctxenc.data.fashion_mnist import load_fashion_mnist
+        from ctxenc.data.scenes import ScenesConfig, load_fashion_scenes
+
+        cfg = from_dict(ScenesConfig, dict(options), "dataset fashion_scenes")
+        if split not in ("train", "test"):
+            raise UserError(f"fashion_scenes has splits 'train' and 'test', not {split!r}.")
+        items = load_fashion_mnist(split, resolve_root(data_root), download)
+        return load_fashion_scenes(split, cfg, items)
     raise UserError(f"unknown dataset {name!r}; valid names: {', '.join(DATASETS)}.")
 
 
