@@ -3,7 +3,8 @@
 A suite file (see benchmarks/demo.yaml, benchmarks/paper_table2.yaml):
 
     suite: demo
-    dataset: fashion_mnist                        # evaluation data (and pretraining data by default)
+    dataset: fashion_mnist                        # evaluation data (and pretraining data by default),
+                                                  # or {name: fashion_scenes, size: 32, ...}
     pretrain_dataset: stl10                       # optional: pretrain elsewhere ...
     pretrain_split: train+unlabeled               # ... on this split (default: its train split)
     encoder: {name: small}
@@ -13,10 +14,10 @@ A suite file (see benchmarks/demo.yaml, benchmarks/paper_table2.yaml):
       - {name: random}
       - {name: context_encoder, mask: random_region}
     protocols:                                    # a name, a YAML file, or a mapping; a mapping
-      - eval/linear_probe.yaml                    # may name its own `dataset`
+      - eval/linear_probe.yaml                    # may name its own `dataset` and a `label`
       - {protocol: knn, k: 20, dataset: cifar10}
-    paper:                                        # optional: the paper's numbers, shown beside ours
-      - {method: random, protocol: knn, metric: accuracy, value: 50.0, unit: "%", source: "..."}
+      - {protocol: segmentation, label: segmentation_frozen, mode: frozen}
+    report: {paper: table2, columns: [...], comparisons: [...]}   # see ctxenc/results/report.py
 
 Cells whose records exist are skipped, so a re-run continues where a stopped one ended.
 `--limit N` runs every cell on N images per split, 3 training steps and shortened evaluators
@@ -30,25 +31,26 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
+
 from ctxenc.config import from_dict, read_yaml
-from ctxenc.data import dataset_task
+from ctxenc.data import dataset_name, dataset_tasks
 from ctxenc.engine import TrainConfig, pretrain
 from ctxenc.errors import UserError
 from ctxenc.evaluation import check_protocol_fits, evaluate, resolve_protocol
 from ctxenc.pretext import PretextConfig
-from ctxenc.results.paper import PaperRow
 from ctxenc.results.records import append_records, read_records
 
 # Under --limit, evaluator options of these names are capped (where a protocol has them).
-LIMIT_OVERRIDES = {"epochs": 1, "max_iter": 10, "max_steps": 3}
+LIMIT_OVERRIDES = {"epochs": 1, "min_steps": 0, "max_iter": 10, "max_steps": 3}
 LIMIT_TRAIN_STEPS = 3
 
 
 @dataclass(frozen=True)
 class Suite:
     suite: str
-    dataset: str = "fashion_mnist"
-    pretrain_dataset: str | None = None
+    dataset: str | dict = "fashion_mnist"
+    pretrain_dataset: str | dict | None = None
     pretrain_split: str | None = None
     encoder: dict = field(default_factory=lambda: {"name": "small"})
     seeds: tuple[int, ...] = (0,)
@@ -56,14 +58,14 @@ class Suite:
     pretexts: tuple[dict, ...] = ({"name": "random"},)
     protocols: tuple = ("linear_probe",)
     limit: int | None = None
-    paper: tuple[dict, ...] = ()
+    report: dict = field(default_factory=dict)
+    # torch's CPU threads for the whole run; 1 avoids OpenMP threads spin-waiting on each other
+    # when other jobs share the cores (measured: 20x slower fine-tuning with 2 threads under load).
+    threads: int | None = None
 
 
 def load_suite(path: str | Path) -> Suite:
-    suite = from_dict(Suite, read_yaml(path), f"suite {path}")
-    for row in suite.paper:
-        from_dict(PaperRow, row, f"paper rows of {path}")
-    return suite
+    return from_dict(Suite, read_yaml(path), f"suite {path}")
 
 
 def pretext_label(cfg: PretextConfig) -> str:
@@ -71,16 +73,16 @@ def pretext_label(cfg: PretextConfig) -> str:
     return cfg.name if not cfg.uses_masks else f"{cfg.name}/{cfg.mask}/{cfg.loss}"
 
 
-def resolve_protocols(suite: Suite, path: Path) -> list[tuple[str, object, str]]:
-    """[(protocol name, config, evaluation dataset)]; a mapping entry may name its own `dataset`."""
+def resolve_protocols(suite: Suite, path: Path) -> list[tuple[str, str, object, str | dict]]:
+    """[(label, protocol name, config, evaluation dataset)]; a mapping entry may name its own `dataset`."""
     resolved = []
     for spec in suite.protocols:
         dataset = suite.dataset
         if isinstance(spec, dict) and "dataset" in spec:
             spec = dict(spec)
             dataset = spec.pop("dataset")
-        name, cfg = resolve_protocol(spec, search=(path.parent, path.parent.parent))
-        resolved.append((name, cfg, dataset))
+        label, name, cfg = resolve_protocol(spec, search=(path.parent, path.parent.parent))
+        resolved.append((label, name, cfg, dataset))
     return resolved
 
 
@@ -109,10 +111,14 @@ def run_suite(path: str | Path, out_dir: str | Path | None = None, data_root=Non
     protocols = resolve_protocols(suite, path)
     from_dict(TrainConfig, suite.train, f"train of {path}")  # reject bad keys before any work
     pretrain_dataset = suite.pretrain_dataset or suite.dataset
-    dataset_task(pretrain_dataset, data_root)  # an unknown name or a missing folder fails now, not after a pretraining
-    for name, _, dataset in protocols:
+    dataset_tasks(pretrain_dataset, data_root)  # an unknown name or a missing folder fails now, not after a pretraining
+    for _, name, _, dataset in protocols:
         check_protocol_fits(name, dataset, data_root)
     check_output_folder(out, limit)
+    if suite.threads is not None:
+        if suite.threads < 1:
+            raise UserError(f"threads must be at least 1, got {suite.threads} in {path}.")
+        torch.set_num_threads(suite.threads)
     out.mkdir(parents=True, exist_ok=True)
     (out / "run.json").write_text(json.dumps({"limit": limit}) + "\n")
     (out / "suite.yaml").write_text(path.read_text())  # the resolved config beside the results
@@ -128,29 +134,31 @@ def run_suite(path: str | Path, out_dir: str | Path | None = None, data_root=Non
             cell = out / "runs" / pretext_label(pretext).replace("/", "-") / f"seed{seed}"
             checkpoint = cell / "checkpoint.pt"
             done = read_records(records)
-            todo = [(name, cfg, ds) for name, cfg, ds in protocols if not _has_record(done, pretext, seed, name, ds)]
+            todo = [(label, name, cfg, ds) for label, name, cfg, ds in protocols
+                    if not _has_record(done, pretext, seed, label, dataset_name(ds))]
             if not todo:
                 continue
             if not checkpoint.exists():
-                print(f"[{suite.suite}] pretrain {pretext_label(pretext)} seed {seed} on {pretrain_dataset}", flush=True)
+                print(f"[{suite.suite}] pretrain {pretext_label(pretext)} seed {seed} on {dataset_name(pretrain_dataset)}", flush=True)
                 pretrain(pretrain_dataset, suite.encoder, pretext, train, cell, data_root, limit=limit, progress=progress,
                          split=suite.pretrain_split, device=device)
-            for name, cfg, dataset in todo:
+            for label, name, cfg, dataset in todo:
                 if hasattr(cfg, "seed"):  # the seed varies pretraining and evaluation together
                     cfg = dataclasses.replace(cfg, seed=seed)
-                print(f"[{suite.suite}] {name} on {dataset}, {pretext_label(pretext)} seed {seed}", flush=True)
-                rows = evaluate(checkpoint, name, limited(cfg, limit), dataset, data_root, limit=limit, device=device)
+                print(f"[{suite.suite}] {label} on {dataset_name(dataset)}, {pretext_label(pretext)} seed {seed}", flush=True)
+                rows = evaluate(checkpoint, name, limited(cfg, limit), dataset, data_root, limit=limit, label=label,
+                                device=device)
                 # Checkpoints are recorded relative to the results folder, so the folder can move.
                 rows = [{**row, "suite": suite.suite, "checkpoint": str(checkpoint.relative_to(out))} for row in rows]
                 append_records(records, rows)
     return out
 
 
-def _has_record(done, pretext: PretextConfig, seed: int, protocol: str, dataset: str) -> bool:
+def _has_record(done, pretext: PretextConfig, seed: int, label: str, dataset: str) -> bool:
     if done.empty:
         return False
     hit = ((done["pretext"] == pretext.name) & (done["mask"] == pretext.mask_label) & (done["loss"] == pretext.loss)
-           & (done["seed"] == seed) & (done["protocol"] == protocol) & (done["dataset"] == dataset))
+           & (done["seed"] == seed) & (done["protocol"] == label) & (done["dataset"] == dataset))
     return bool(hit.any())
 
 

@@ -113,12 +113,13 @@ def run(args: argparse.Namespace) -> int:
         from ctxenc.evaluation import evaluate, resolve_protocol
         from ctxenc.results.records import append_records
 
-        name, config = resolve_protocol(args.protocol)
+        label, name, config = resolve_protocol(args.protocol)
         if args.download:
             from ctxenc.data import eval_splits, load_dataset
 
             load_dataset(args.dataset, eval_splits(args.dataset)[0], args.data_root, download=True, limit=1)
-        rows = evaluate(args.checkpoint, name, config, args.dataset, args.data_root, args.limit, device=args.device)
+        rows = evaluate(args.checkpoint, name, config, args.dataset, args.data_root, args.limit, label=label,
+                        device=args.device)
         append_records(args.out / "records.csv", [{**row, "suite": "adhoc"} for row in rows])
         for row in rows:
             print(f"{row['protocol']} {row['metric']}: {row['value']:.4f}")

@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from ctxenc.data import dataset_task, eval_splits, load_dataset
+from ctxenc.data import dataset_tasks, eval_splits, load_dataset
 from ctxenc.data.voc import CLASSES
 from ctxenc.errors import UserError
 from tests.real_formats import _palette, write_cifar, write_imagefolder, write_stl10, write_voc
@@ -94,12 +94,12 @@ def test_voc2007_multilabel_with_difficult_objects(tmp_path):
 def test_voc2012_segmentation_maps(tmp_path):
     write_voc(tmp_path, "2012")
     data = load_dataset("voc2012_seg", "train", tmp_path, load_size=64)
-    assert data.task == "segmentation" and data.num_classes == 21
-    assert data.labels.shape == (16, 64, 64) and data.labels.dtype == torch.int64
-    assert set(data.labels.unique().tolist()) <= {0, 1, 7, 12, 15, 255}
+    assert data.task == "segmentation" and data.num_classes == 21 and data.labels is None
+    assert data.class_maps.shape == (16, 64, 64) and data.class_maps.dtype == torch.uint8
+    assert set(data.class_maps.unique().tolist()) <= {0, 1, 7, 12, 15, 255}
     # Warped image and map stay aligned: the class's pixels show its colour.
     i = 0
-    inside = data.labels[i] == 1
+    inside = data.class_maps[i] == 1
     colour = data.images[i][:, inside].float().mean(1).numpy()
     assert np.abs(colour - _palette(0)).max() < 12
 
@@ -130,7 +130,7 @@ def test_voc_missing_annotation_names_it(tmp_path):
 
 def test_imagefolder_labelled_with_mixed_modes_and_sizes(tmp_path):
     write_imagefolder(tmp_path / "animals")
-    assert dataset_task("imagefolder:animals", tmp_path) == "single_label"
+    assert dataset_tasks("imagefolder:animals", tmp_path) == ("single_label",)
     train = load_dataset("imagefolder:animals", "train", tmp_path, load_size=48)
     test = load_dataset("imagefolder", "test", tmp_path / "animals", load_size=48)
     assert train.images.shape == (36, 3, 48, 48) and train.num_classes == 3 and len(test) == 36
@@ -141,7 +141,7 @@ def test_imagefolder_labelled_with_mixed_modes_and_sizes(tmp_path):
 
 def test_imagefolder_flat_is_unlabeled_and_cached(tmp_path):
     write_imagefolder(tmp_path / "streets", classes=None, test=False)
-    assert dataset_task("imagefolder:streets", tmp_path) == "unlabeled"
+    assert dataset_tasks("imagefolder:streets", tmp_path) == ("unlabeled",)
     first = load_dataset("imagefolder:streets", "train", tmp_path, load_size=32)
     assert first.labels is None and first.task == "unlabeled" and first.images.shape == (24, 3, 32, 32)
     entries = list((tmp_path / "cache" / "decoded").iterdir())
@@ -173,7 +173,7 @@ def test_imagefolder_errors(tmp_path):
 
 
 def test_unknown_dataset_lists_the_valid_names():
-    with pytest.raises(UserError, match="valid names: fashion_mnist, cifar10, .*imagefolder:SUBFOLDER"):
+    with pytest.raises(UserError, match="valid names: fashion_mnist, fashion_scenes, cifar10, .*imagefolder:SUBFOLDER"):
         load_dataset("cifar11", "train")
 
 

@@ -47,7 +47,7 @@ def test_flat_imagefolder_pretrains_alexnet_but_cannot_be_probed(tmp_path, capsy
     assert main(["evaluate", "--checkpoint", str(out / "checkpoint.pt"), "--protocol", "linear_probe",
                  "--dataset", "imagefolder:streets", "--data-root", str(tmp_path), "--out", str(out)]) == 2
     err = capsys.readouterr().err
-    assert "protocol 'linear_probe' needs single-label data, but imagefolder:streets is unlabeled; protocols for unlabeled data: inpainting." in err
+    assert "protocol 'linear_probe' needs single-label or multi-label data, but imagefolder:streets is unlabeled; protocols for unlabeled data: inpainting." in err
 
 
 def test_knn_on_multilabel_voc_is_refused_before_loading(tmp_path, capsys):

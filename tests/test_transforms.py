@@ -37,10 +37,10 @@ def test_label_maps_stay_aligned_with_their_images():
         assert x[0, 0][y[0] == 1].min() > 0 and x[0, 0][y[0] == 2].max() < 0
 
 
-def test_label_maps_pad_with_ignore():
-    maps = torch.zeros(1, 30, 30, dtype=torch.int64)
+def test_label_maps_pad_with_ignore_and_keep_their_dtype():
+    maps = torch.zeros(1, 30, 30, dtype=torch.uint8)
     y = fit_label_maps(maps, 32)
-    assert y[0, 0, 0] == IGNORE_INDEX and y[0, 16, 16] == 0
+    assert y[0, 0, 0] == IGNORE_INDEX and y[0, 16, 16] == 0 and y.dtype == torch.uint8
 
 
 def test_random_crop_flip_takes_windows_of_the_stored_image():

@@ -81,7 +81,7 @@ def to_model_input(images: torch.Tensor, size: int, chunk: int = 512) -> torch.T
 
 
 def fit_label_maps(maps: torch.Tensor, size: int) -> torch.Tensor:
-    """int64 (N, h, w) class maps -> (N, size, size), aligned with `to_model_input` of their images.
+    """Integer (N, h, w) class maps -> (N, size, size) of the same dtype, aligned with `to_model_input` of their images.
 
     Nearest-neighbour resampling (a class index is never blended); padding is IGNORE_INDEX.
     """
@@ -91,7 +91,7 @@ def fit_label_maps(maps: torch.Tensor, size: int) -> torch.Tensor:
     x = maps.unsqueeze(1).float()
     if _needs_resample(h, w, size):
         x = _resize_shorter_side(x, size, "nearest")
-    return _pad_or_crop(x, size, float(IGNORE_INDEX)).squeeze(1).long()
+    return _pad_or_crop(x, size, float(IGNORE_INDEX)).squeeze(1).to(maps.dtype)
 
 
 def random_crop_flip(images: torch.Tensor, size: int, generator: torch.Generator) -> torch.Tensor:

@@ -165,5 +165,5 @@ def load_segmentation(split: str, root: Path | None, download: bool = False, lim
     arrays = decoded_arrays(key, len(ids), fields,
                             lambda i: {"images": read_image(jpegs[i], load_size), "maps": read_label_map(pngs[i], load_size)},
                             f"decode VOC2012 {split}")
-    maps = torch.from_numpy(np.asarray(arrays["maps"], dtype=np.int64))
-    return ImageDataset("voc2012_seg", split, torch.from_numpy(arrays["images"]), maps, len(SEG_CLASSES), "segmentation")
+    return ImageDataset("voc2012_seg", split, torch.from_numpy(arrays["images"]), None, len(SEG_CLASSES), "segmentation",
+                        class_maps=torch.from_numpy(arrays["maps"]))
