@@ -53,3 +53,13 @@ def test_miou_leaves_out_classes_absent_from_target_and_prediction():
     cm = confusion_matrix(torch.tensor([0, 1, 1]), torch.tensor([0, 1, 1]), num_classes=4, ignore_index=255)
     scores = segmentation_scores(cm)
     assert scores["miou"] == 1.0 and "iou/3" not in scores
+
+
+def test_map_ignores_difficult_only_entries():
+    """-1 marks VOC07's "difficult only": neither positive nor negative for that class."""
+    scores = torch.tensor([[0.9], [0.8], [0.7], [0.6]])
+    with_difficult = torch.tensor([[0.0], [-1.0], [1.0], [0.0]])
+    # Ignoring row 1 leaves scores 0.9 (neg), 0.7 (pos), 0.6 (neg): the positive ranks second, AP = 1/2.
+    assert mean_average_precision(scores, with_difficult) == pytest.approx(0.5)
+    # Counted as a negative instead, the positive would rank third: AP = 1/3.
+    assert mean_average_precision(scores, with_difficult.clamp_min(0)) == pytest.approx(1 / 3)

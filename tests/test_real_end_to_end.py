@@ -59,3 +59,24 @@ def test_knn_on_multilabel_voc_is_refused_before_loading(tmp_path, capsys):
     assert main(["evaluate", "--checkpoint", str(out / "checkpoint.pt"), "--protocol", "knn", "--dataset", "voc2007",
                  "--data-root", str(tmp_path), "--out", str(out)]) == 2
     assert "protocol 'knn' needs single-label data, but voc2007 is multi-label" in capsys.readouterr().err
+
+
+def write_protocol(tmp_path, text):
+    path = tmp_path / "protocol.yaml"
+    path.write_text(text)
+    return str(path)
+
+
+def test_voc2007_finetune_gives_map(tmp_path, capsys):
+    write_voc(tmp_path, "2007")
+    protocol = write_protocol(tmp_path, "protocol: finetune\nlrs: [3.0e-3]\nepochs: 3\nmin_steps: 0\nbatch_size: 8\n")
+    values = run_pair(tmp_path, tmp_path, "voc2007", ["--pretext", "context_encoder", "--input-size", "32"], protocol, capsys)
+    assert 0 < values["map@100%"] <= 1 and "val_map@100%" in values
+
+
+def test_voc2012_segmentation_gives_miou(tmp_path, capsys):
+    write_voc(tmp_path, "2012")
+    protocol = write_protocol(tmp_path, "protocol: segmentation\nmode: frozen\nlrs: [1.0e-2]\nepochs: 3\nbatch_size: 8\n")
+    values = run_pair(tmp_path, tmp_path, "voc2012_seg", ["--pretext", "autoencoder", "--input-size", "32"], protocol, capsys)
+    assert 0 < values["miou"] <= 1 and 0 < values["pixel_accuracy"] <= 1
+    assert "iou/0" in values  # background is a class

@@ -109,7 +109,7 @@ def limit_warning(out_dir: Path) -> list[str]:
     limit = run_limit(out_dir)
     if not limit:
         return []
-    return [f"**This run used `--limit {limit}`: {limit} images per split and a few training steps per cell. "
+    return [f"**This run used `--limit {limit}`: {limit} images per split, the first seed and a few training steps per cell. "
             "Its numbers check that the suite runs end to end; they say nothing about the methods.**", ""]
 
 
