@@ -19,7 +19,9 @@ A suite file (see benchmarks/demo.yaml, benchmarks/paper_table2.yaml):
       - {protocol: segmentation, label: segmentation_frozen, mode: frozen}
     report: {paper: table2, columns: [...], comparisons: [...]}   # see ctxenc/results/report.py
 
-Cells whose records exist are skipped, so a re-run continues where a stopped one ended.
+Cells whose records exist are skipped and an interrupted pretraining resumes from its snapshot,
+so a re-run continues where a killed one ended. A lock file keeps a second run off the same
+output folder while the first is alive.
 `--limit N` runs every pretext and protocol on N images per split, for the first seed only, with
 3 training steps and shortened evaluators (LIMIT_OVERRIDES), into its own folder, so a long
 suite is checked end to end in about a minute.
@@ -29,6 +31,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import socket
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -124,13 +129,20 @@ def run_suite(path: str | Path, out_dir: str | Path | None = None, data_root=Non
             raise UserError(f"threads must be at least 1, got {suite.threads} in {path}.")
         torch.set_num_threads(suite.threads)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "run.json").write_text(json.dumps({"limit": limit}) + "\n")
-    (out / "suite.yaml").write_text(path.read_text())  # the resolved config beside the results
+    with output_lock(out):
+        (out / "run.json").write_text(json.dumps({"limit": limit}) + "\n")
+        (out / "suite.yaml").write_text(path.read_text())  # the config beside the results
+        run_cells(suite, pretexts, protocols, out, data_root, limit, progress, device, amp)
+    return out
+
+
+def run_cells(suite: Suite, pretexts, protocols, out: Path, data_root, limit, progress, device, amp) -> None:
+    pretrain_dataset = suite.pretrain_dataset or suite.dataset
     records = out / "records.csv"
     seeds = suite.seeds[:1] if limit else suite.seeds  # a plumbing check: more seeds only repeat it
     for pretext in pretexts:
         for seed in seeds:
-            train = from_dict(TrainConfig, {**suite.train, "seed": seed}, f"train of {path}")
+            train = from_dict(TrainConfig, {**suite.train, "seed": seed}, f"train of suite {suite.suite}")
             if amp:
                 train = dataclasses.replace(train, amp=True)
             if limit:
@@ -146,7 +158,7 @@ def run_suite(path: str | Path, out_dir: str | Path | None = None, data_root=Non
             if not checkpoint.exists():
                 print(f"[{suite.suite}] pretrain {pretext_label(pretext)} seed {seed} on {dataset_name(pretrain_dataset)}", flush=True)
                 pretrain(pretrain_dataset, suite.encoder, pretext, train, cell, data_root, limit=limit, progress=progress,
-                         split=suite.pretrain_split, device=device)
+                         resume=True, split=suite.pretrain_split, device=device)
             for label, name, cfg, dataset in todo:
                 if hasattr(cfg, "seed"):  # the seed varies pretraining and evaluation together
                     cfg = dataclasses.replace(cfg, seed=seed)
@@ -156,7 +168,6 @@ def run_suite(path: str | Path, out_dir: str | Path | None = None, data_root=Non
                 # Checkpoints are recorded relative to the results folder, so the folder can move.
                 rows = [{**row, "suite": suite.suite, "checkpoint": str(checkpoint.relative_to(out))} for row in rows]
                 append_records(records, rows)
-    return out
 
 
 def _has_record(done, pretext: PretextConfig, seed: int, label: str, dataset: str) -> bool:
@@ -181,3 +192,45 @@ def check_output_folder(out: Path, limit: int | None) -> None:
 
 def _limit_words(limit: int | None) -> str:
     return f"--limit {limit}" if limit else "no --limit"
+
+@contextmanager
+def output_lock(out: Path):
+    """Hold `out/.lock` (pid@host) while running; a lock whose process is dead is taken over."""
+    lock = out / ".lock"
+    me = f"{os.getpid()}@{socket.gethostname()}"
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            owner = lock.read_text().strip() if lock.exists() else ""
+            if _alive(owner):
+                raise UserError(f"another ctxenc bench (process {owner}) is writing to {out}; wait for it to finish "
+                                "or use another --out.") from None
+            lock.unlink(missing_ok=True)  # left by a dead process
+            continue
+        with os.fdopen(fd, "w") as f:
+            f.write(me)
+        break
+    else:
+        raise UserError(f"could not take the lock {lock}; remove it if no ctxenc bench is running.")
+    try:
+        yield
+    finally:
+        if lock.exists() and lock.read_text().strip() == me:
+            lock.unlink()
+
+
+def _alive(owner: str) -> bool:
+    """Whether the process named 'pid@host' is running (on another host: assume it is)."""
+    pid, _, host = owner.partition("@")
+    if not pid.isdigit():
+        return False
+    if host != socket.gethostname():
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

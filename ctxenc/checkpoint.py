@@ -43,9 +43,8 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
         raise UserError(f"checkpoint {path} does not exist; pass the checkpoint.pt written by 'ctxenc pretrain'.")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # pickle, zip and unpickler errors all mean: not a checkpoint
-        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise UserError(f"{path} is not a readable ctxenc checkpoint ({first_line[:120]}).") from None
+    except Exception:  # pickle, zip and unpickler errors all mean: not a checkpoint
+        raise UserError(f"{path} is not a readable ctxenc checkpoint; pass the checkpoint.pt written by 'ctxenc pretrain'.") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise UserError(f"{path} is not a ctxenc checkpoint (no '{FORMAT}' marker); pass one written by 'ctxenc pretrain'.")
     return ckpt
@@ -69,8 +68,18 @@ def load_encoder(path: str | os.PathLike) -> tuple[Encoder, dict]:
 
 
 def _load_strict(module: torch.nn.Module, state: dict, ckpt: dict) -> None:
-    try:
+    """load_state_dict(strict=True), with the first mismatch named in one sentence."""
+    expected = module.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    wrong = [k for k in expected if k in state and state[k].shape != expected[k].shape]
+    if wrong:
+        k = wrong[0]
+        detail = f"{k} has shape {tuple(state[k].shape)} in the file but {tuple(expected[k].shape)} in the model"
+    elif missing or unexpected:
+        detail = f"missing {missing[0]}" if missing else f"unexpected {unexpected[0]}"
+    else:
         module.load_state_dict(state, strict=True)
-    except RuntimeError as err:
-        detail = str(err).splitlines()[0]
-        raise UserError(f"the checkpoint's weights do not fit encoder {ckpt['encoder']} ({detail}); it was written by another model version.") from None
+        return
+    raise UserError(f"the checkpoint's weights do not fit its encoder {ckpt['encoder']['name']!r}: {detail}; "
+                    "it was written by a different model or a different ctxenc version.")

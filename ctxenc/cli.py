@@ -43,7 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Pretrain an encoder with a pretext task on the train split (images only, no labels).", epilog=EPILOG)
     p.add_argument("--pretext", required=True, choices=PRETEXTS, help="random: N(0, 0.02) init, no training; autoencoder: reconstruct the whole unmasked image; context_encoder: inpaint masked pixels")
     p.add_argument("--mask", default="random_region", choices=list(MASKS), help="context-encoder mask: center (1/4 of the area), random_block (squares, <= 1/4), random_region (blobs, 20-30%%) (default: random_region)")
-    p.add_argument("--adversarial", action="store_true", help="add the adversarial loss (lambda_rec 0.999, lambda_adv 0.001, generator lr 10x the discriminator's)")
+    p.add_argument("--mask-ratio", type=float, default=0.25, help="hidden fraction: the most for random_block, the middle of a +-5%% range for random_region; center is always 1/4 (default: 0.25)")
+    p.add_argument("--adversarial", action="store_true", help="add the adversarial loss (non-saturating; lambda_rec 0.999, lambda_adv 0.001, generator lr 10x the discriminator's; with --mask center the discriminator judges the predicted hole and its overlap border, cropped)")
+    p.add_argument("--predict", default="image", choices=["image", "center"], help="decode the whole image (default) or, with --mask center, only the central half-size square as the paper's 128 -> 64 px inpainting model (the hidden hole is then that square minus its overlap ring)")
     p.add_argument("--overlap-px", type=int, default=1, help="border of the hole that the prediction overlaps with the context (default: 1 px at 32 px; paper: 4 px at 128 px)")
     p.add_argument("--overlap-weight", type=float, default=10.0, help="loss weight of the overlap border (default: 10, as in the paper)")
     p.add_argument("--encoder", default="small", help="small (default, 32 px), dcgan (128 px), alexnet (227 px, the paper's) or timm:<model> (224 px, e.g. timm:resnet18, from scratch)")
@@ -58,6 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=2e-3, help="Adam learning rate of the encoder-decoder (default: 2e-3, as in the paper's code)")
     p.add_argument("--max-steps", type=int, help="stop after this many steps")
     p.add_argument("--seed", type=int, default=0, help="seeds initial weights, data order and masks (default: 0)")
+    p.add_argument("--log-every", type=int, default=50, metavar="STEPS", help="steps between lines of OUT/log.jsonl (default: 50)")
+    p.add_argument("--checkpoint-every", type=int, default=100, metavar="STEPS", help="steps between resumable snapshots OUT/last.pt (default: 100)")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt after an interruption (same settings); exact on CPU")
     p.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
@@ -98,17 +103,24 @@ def build_parser() -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     """Run a subcommand; returns the exit code (non-zero where some inputs failed but others ran)."""
     if args.command == "pretrain":
+        from ctxenc import distributed
         from ctxenc.engine import TrainConfig, pretrain
         from ctxenc.pretext import PretextConfig
 
-        pretext = PretextConfig(name=args.pretext, mask=args.mask, overlap_px=args.overlap_px,
-                                overlap_weight=args.overlap_weight, adversarial=args.adversarial)
-        train = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed, max_steps=args.max_steps,
+        pretext = PretextConfig(name=args.pretext, mask=args.mask, mask_ratio=args.mask_ratio, overlap_px=args.overlap_px,
+                                overlap_weight=args.overlap_weight, adversarial=args.adversarial, predict=args.predict)
+        train = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                            max_steps=args.max_steps, log_every=args.log_every, checkpoint_every=args.checkpoint_every,
                             augment=args.augment, amp=args.amp)
         encoder = {"name": args.encoder, **({"input_size": args.input_size} if args.input_size else {})}
-        path = pretrain(args.dataset, encoder, pretext, train, args.out, args.data_root, args.download, args.limit,
-                        progress=not args.no_progress, split=args.split, device=args.device)
-        print(f"wrote {path}")
+        distributed.init()  # a no-op unless launched by torchrun
+        try:
+            path = pretrain(args.dataset, encoder, pretext, train, args.out, args.data_root, args.download, args.limit,
+                            progress=not args.no_progress, resume=args.resume, split=args.split, device=args.device)
+            if distributed.is_main():
+                print(f"wrote {path}")
+        finally:
+            distributed.close()
     elif args.command == "evaluate":
         from ctxenc.evaluation import evaluate, resolve_protocol
         from ctxenc.results.records import append_records

@@ -9,6 +9,7 @@ needs no scaler. BatchNorm, losses and reductions stay in float32 under autocast
 from __future__ import annotations
 
 import contextlib
+import os
 
 import torch
 
@@ -16,7 +17,10 @@ from ctxenc.errors import UserError
 
 
 def resolve_device(name: str | torch.device | None) -> torch.device:
-    """'cpu', 'cuda' or 'cuda:N' -> a device that exists here, else a `UserError`."""
+    """'cpu', 'cuda' or 'cuda:N' -> a device that exists here, else a `UserError`.
+
+    Under torchrun, plain 'cuda' means this process's GPU, cuda:$LOCAL_RANK.
+    """
     try:
         device = torch.device(name or "cpu")
     except RuntimeError:
@@ -24,8 +28,11 @@ def resolve_device(name: str | torch.device | None) -> torch.device:
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise UserError(f"--device {name} asks for a GPU, but torch finds no CUDA device here; use --device cpu.")
+        if device.index is None and "LOCAL_RANK" in os.environ:
+            device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
         if device.index is not None and device.index >= torch.cuda.device_count():
             raise UserError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s), numbered from 0.")
+        torch.cuda.set_device(device)  # NCCL's collectives and new CUDA tensors go to this GPU
     elif device.type != "cpu":
         raise UserError(f"unsupported device {name!r}; use cpu, cuda or cuda:N.")
     return device

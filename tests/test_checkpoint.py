@@ -49,5 +49,5 @@ def test_mismatched_weights_fail_strictly(checkpoint, tmp_path):
     from ctxenc.checkpoint import save_checkpoint
 
     save_checkpoint(tmp_path / "mismatch.pt", ckpt)
-    with pytest.raises(UserError, match="do not fit encoder"):
+    with pytest.raises(UserError, match="do not fit its encoder .small.: stages.conv1.0.weight has shape"):
         load_encoder(tmp_path / "mismatch.pt")

@@ -35,11 +35,11 @@ def read_idx(path: Path, magic: int, ndim: int) -> np.ndarray:
             data = f.read()
     except (OSError, EOFError) as err:
         raise UserError(f"cannot read {path}: {err}; the file is corrupt or truncated, replace it.") from None
-    if len(data) < 4 + 4 * ndim:
-        raise UserError(f"{path} is too short to be an IDX file; replace it.")
-    found = struct.unpack(">I", data[:4])[0]
+    found = struct.unpack(">I", data[:4])[0] if len(data) >= 4 else None
     if found != magic:
         raise UserError(f"{path} has magic number {found}, expected {magic}; it is not the right IDX file.")
+    if len(data) < 4 + 4 * ndim:
+        raise UserError(f"{path} is too short to be an IDX file; replace it.")
     shape = struct.unpack(f">{ndim}I", data[4 : 4 + 4 * ndim])
     body = data[4 + 4 * ndim :]
     if len(body) != int(np.prod(shape)):

@@ -6,6 +6,7 @@ from torch import nn
 
 from ctxenc.encoders import register_encoder
 from ctxenc.encoders.base import Encoder, init_dcgan_weights
+from ctxenc.errors import UserError
 
 
 @register_encoder("small")
@@ -18,6 +19,9 @@ class SmallEncoder(Encoder):
 
     def __init__(self, in_channels: int = 1, input_size: int = 32, widths: tuple[int, ...] = (32, 64, 128)):
         super().__init__()
+        if input_size < 2 ** len(widths) or input_size % 2 ** len(widths):
+            raise UserError(f"the small encoder halves its input {len(widths)} times, so the input size must be a multiple "
+                            f"of {2 ** len(widths)}, got {input_size} px.")
         self.in_channels, self.input_size = in_channels, input_size
         chans = (in_channels, *widths)
         self.stages = nn.ModuleDict({

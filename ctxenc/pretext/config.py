@@ -13,6 +13,8 @@ PRETEXTS = ("random", "autoencoder", "context_encoder")
 class PretextConfig:
     """name: one of PRETEXTS. The mask options matter only for `context_encoder`.
 
+    mask_ratio: hidden fraction: exactly 1/4 for `center`, the most for `random_block`, the
+    middle of a +-5% range for `random_region` (paper: 20-30%).
     overlap_px: border the prediction shares with the context (paper: 4 px at 128 px; we scale
     it to the image, 1 px at 32 px); overlap_weight: its loss weight (paper: 10).
     adversarial: add the GAN loss with weights lambda_rec / lambda_adv (paper: 0.999 / 0.001);
@@ -25,6 +27,7 @@ class PretextConfig:
 
     name: str = "context_encoder"
     mask: str = "random_region"
+    mask_ratio: float = 0.25
     overlap_px: int = 1
     overlap_weight: float = 10.0
     adversarial: bool = False
@@ -39,6 +42,10 @@ class PretextConfig:
             raise UserError(f"unknown pretext {self.name!r}; valid pretexts: {', '.join(PRETEXTS)}.")
         if self.mask not in MASKS:
             raise UserError(f"unknown mask {self.mask!r}; valid masks: {', '.join(MASKS)}.")
+        if not 0.05 < self.mask_ratio <= 0.5:
+            raise UserError(f"mask ratio must lie in (0.05, 0.5], got {self.mask_ratio}.")
+        if self.mask == "center" and self.mask_ratio != 0.25:
+            raise UserError(f"the center mask always hides 1/4 of the image; drop the mask ratio {self.mask_ratio} or use another mask.")
         if not 0 <= self.overlap_px <= 16:
             raise UserError(f"overlap must be 0-16 pixels, got {self.overlap_px}.")
         if self.overlap_weight < 0:
@@ -50,14 +57,15 @@ class PretextConfig:
         if self.adversarial and self.name != "context_encoder":
             raise UserError(f"--adversarial applies to context_encoder only, not {self.name}.")
 
-    @property
-    def uses_masks(self) -> bool:
-        return self.name == "context_encoder"
-
     def mask_options(self, size: int) -> dict:
-        """Options for `sample_masks(self.mask, n, size, ...)`: the hole shrinks when only the centre is decoded."""
+        """Options for `sample_masks(self.mask, n, size, ...)`: the hole shrinks when only the
+        centre is decoded; the ratio bounds random blocks and centres random regions' range."""
         if self.predict == "center":
             return {"side": size // 2 - 2 * self.overlap_px}
+        if self.mask == "random_block":
+            return {"max_ratio": self.mask_ratio}
+        if self.mask == "random_region":
+            return {"min_ratio": self.mask_ratio - 0.05, "max_ratio": self.mask_ratio + 0.05}
         return {}
 
     def judged_side(self, size: int) -> int | None:
@@ -67,6 +75,10 @@ class PretextConfig:
         if self.mask != "center" or not self.uses_masks:
             return None
         return size // 2 if self.predict == "center" else size // 2 + 2 * self.overlap_px
+
+    @property
+    def uses_masks(self) -> bool:
+        return self.name == "context_encoder"
 
     @property
     def loss(self) -> str:

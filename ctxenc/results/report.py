@@ -28,8 +28,8 @@ from ctxenc.masks import apply_mask, sample_masks
 from ctxenc.results.paper import PAPER_TABLES
 from ctxenc.results.plots import bar_plot, curve_plot, inpainting_grid, scenes_figure
 from ctxenc.results.records import read_records
-from ctxenc.results.tables import (column_table, label_rows, method_order, paired_difference, paper_table,
-                                   split_metric, summarize)
+from ctxenc.results.tables import (column_table, difference_table, interval_table, method_order, paired_difference,
+                                   paper_table, split_metric, summarize)
 
 HEADLINE_METRICS = ("accuracy", "map", "miou")
 
@@ -64,8 +64,13 @@ def write_report(out_dir: str | Path, data_root=None) -> Path:
     cfg = from_dict(ReportConfig, suite.get("report"), f"report of {out_dir / 'suite.yaml'}")
     if cfg.columns:
         return write_transfer_report(out_dir, records, cfg, suite, data_root)
-    table = paper_table(records)
-    (out_dir / "table.md").write_text(table.to_markdown() + "\n")
+    table = paper_table(records).to_markdown(disable_numparse=True)
+    intervals = interval_table(records).to_markdown(index=False, disable_numparse=True)
+    differences = difference_table(records).to_markdown(index=False, disable_numparse=True)
+    (out_dir / "table.md").write_text(
+        f"{table}\n\nMean ± std (ddof 1) over seeds, accuracy in %.\n\n{intervals}\n\n"
+        f"Paired per-seed differences (points) with 95% t intervals:\n\n{differences}\n"
+    )
     bar_plot(records, out_dir / "bars.png")
     try:
         inpainting, no_figure = write_inpainting_figure(out_dir, records, data_root, run_limit(out_dir)), None
@@ -76,19 +81,29 @@ def write_report(out_dir: str | Path, data_root=None) -> Path:
         "",
         *limit_warning(out_dir),
         f"Dataset `{records['dataset'].iloc[0]}`, encoder `{records['encoder'].iloc[0]}`; "
-        f"every number is the mean ± std over seeds {sorted(records['seed'].unique().tolist())} "
-        "(std with ddof = 1), measured on the test split; the probe's regularisation was chosen on a "
-        "validation split carved from train. Raw rows: [records.csv](records.csv).",
+        f"every number is over seeds {sorted(records['seed'].unique().tolist())}, which vary pretraining and "
+        "evaluation together, measured on the test split; the probe's regularisation was chosen on a "
+        "validation split carved from train. Raw rows: [records.csv](records.csv); tables: [table.md](table.md).",
         "",
-        "## Table (accuracy, %)",
+        "## Accuracy (%), mean ± std over seeds",
         "",
-        table.to_markdown(),
+        table,
         "",
         "![accuracy by pretraining](bars.png)",
         "",
+        "## How sure: 95% t intervals",
+        "",
+        intervals,
+        "",
         "## The paper's shape: context encoder > autoencoder > random init?",
         "",
-        *shape_lines(records),
+        "Paired per-seed differences in accuracy points; a difference is *outside seed noise* when its "
+        "95% t interval excludes zero (with n seeds the interval uses t with n − 1 degrees of freedom, "
+        "so with 2 seeds it is wide).",
+        "",
+        differences,
+        "",
+        *ranking_lines(records),
     ]
     if inpainting:
         lines += ["", "## Inpainting by the context encoders (test images, first seed)", "", f"![inpainting]({inpainting.name})"]
@@ -261,25 +276,14 @@ def write_scenes_figure(out_dir: Path, dataset, data_root=None, n: int = 10) -> 
     return scenes_figure(data.images[:n], data.class_maps[:n], data.boxes[:n], list(CLASSES), out_dir / "scenes.png")
 
 
-def shape_lines(records: pd.DataFrame, metric: str = "accuracy") -> list[str]:
-    """For each protocol, each method's paired per-seed difference to random init and autoencoder."""
-    frame = label_rows(records)
-    frame = frame[frame["metric"] == metric]
+def ranking_lines(records: pd.DataFrame, metric: str = "accuracy") -> list[str]:
+    """One line per protocol: methods ranked by mean `metric`."""
+    summary = summarize(records)
+    summary = summary[summary["metric"] == metric]
     lines = []
-    for protocol, rows in frame.groupby("protocol", sort=False):
-        by_seed = rows.pivot_table(index="seed", columns="method", values="value")
-        ranking = by_seed.mean().sort_values(ascending=False)
-        lines.append(f"- **{protocol}**: " + " > ".join(f"{m} ({v * 100:.1f})" for m, v in ranking.items()))
-        for base in ("random", "autoencoder"):
-            if base not in by_seed:
-                continue
-            for method in by_seed.columns:
-                if method == base or method == "random":
-                    continue
-                diff = (by_seed[method] - by_seed[base]).dropna() * 100
-                if len(diff):
-                    lines.append(f"  - {method} − {base}: {diff.mean():+.2f} points (per seed: "
-                                 + ", ".join(f"{d:+.2f}" for d in diff) + ")")
+    for protocol, rows in summary.groupby("protocol", sort=False):
+        ranked = rows.sort_values("mean", ascending=False)
+        lines.append(f"- **{protocol}**: " + " > ".join(f"{m} ({v * 100:.1f})" for m, v in zip(ranked["method"], ranked["mean"])))
     return lines
 
 
@@ -301,7 +305,7 @@ def write_inpainting_figure(out_dir: Path, records: pd.DataFrame, data_root=None
         dataset = ckpt["data"]["dataset"]
         images, _ = prepared_split(dataset, eval_splits(dataset)[1], data_root, ckpt["data"]["input_size"], limit)
         x = images[:: max(1, len(images) // n)][:n]
-        masks = sample_masks(ckpt["pretext"]["mask"], len(x), x.shape[-1], torch.Generator().manual_seed(seed))
+        masks = sample_masks(model.cfg.mask, len(x), x.shape[-1], torch.Generator().manual_seed(seed), **model.cfg.mask_options(x.shape[-1]))
         masked = apply_mask(x, masks, model.fill)
         with torch.no_grad():
             completed = torch.where(masks, model(masked), x)

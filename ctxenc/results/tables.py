@@ -1,8 +1,11 @@
-"""Summaries derived from records with pandas: mean, std and n over seeds, and the paper-style pivot."""
+"""Summaries derived from records with pandas: mean, std, n and 95% intervals over seeds,
+paired differences, and the paper-style pivot."""
 
 from __future__ import annotations
 
 import pandas as pd
+
+from ctxenc.results.stats import paired_differences, t_interval
 
 PRETEXT_ORDER = ["random", "autoencoder", "context_encoder"]
 
@@ -21,15 +24,17 @@ def method_order(methods) -> list[str]:
 
 
 def summarize(records: pd.DataFrame) -> pd.DataFrame:
-    """One row per (method, protocol, metric): mean, std (ddof 1), n over seeds."""
-    frame = label_rows(records)
-    grouped = frame.groupby(["method", "protocol", "metric"])["value"]
-    summary = grouped.agg(mean="mean", std="std", n="count").reset_index()
-    return summary.fillna({"std": 0.0})
+    """One row per (method, protocol, metric): mean, std (ddof 1), n and the 95% t interval."""
+    rows = []
+    for (method, protocol, metric), values in label_rows(records).groupby(["method", "protocol", "metric"])["value"]:
+        mean, low, high = t_interval(values)
+        rows.append({"method": method, "protocol": protocol, "metric": metric, "mean": mean,
+                     "std": values.std(ddof=1) if len(values) > 1 else 0.0, "n": len(values), "ci_low": low, "ci_high": high})
+    return pd.DataFrame(rows, columns=["method", "protocol", "metric", "mean", "std", "n", "ci_low", "ci_high"])
 
 
 def paper_table(records: pd.DataFrame, metric: str = "accuracy", scale: float = 100.0) -> pd.DataFrame:
-    """Rows = method, columns = protocols ("mean ± std" of `metric`, in %), plus pretraining time."""
+    """Rows = method, columns = protocols ("mean ± std" of `metric`, in %), plus pretraining time and n."""
     frame = label_rows(records)
     summary = summarize(records)
     summary = summary[summary["metric"] == metric]
@@ -90,3 +95,31 @@ def paired_difference(records: pd.DataFrame, method: str, baseline: str, protoco
     n, mean = len(diff), float(diff.mean())
     half = float(stats.t.ppf(0.5 + confidence / 2, n - 1) * diff.std(ddof=1) / n**0.5) if n > 1 else float("inf")
     return {"mean": mean, "low": mean - half, "high": mean + half, "n": n, "per_seed": diff.tolist()}
+
+
+def interval_table(records: pd.DataFrame, metric: str = "accuracy", scale: float = 100.0) -> pd.DataFrame:
+    """Mean, std, n and 95% t interval per method and protocol (long form, in %)."""
+    summary = summarize(records)
+    summary = summary[summary["metric"] == metric]
+    table = pd.DataFrame({
+        "method": summary["method"], "protocol": summary["protocol"],
+        "mean": (summary["mean"] * scale).round(2), "std": (summary["std"] * scale).round(2), "n": summary["n"],
+        "95% CI": [f"[{lo * scale:.2f}, {hi * scale:.2f}]" for lo, hi in zip(summary["ci_low"], summary["ci_high"])],
+    })
+    table["order"] = table["method"].map({m: i for i, m in enumerate(method_order(table["method"]))})
+    return table.sort_values(["protocol", "order"]).drop(columns="order").reset_index(drop=True)
+
+
+def difference_table(records: pd.DataFrame, metric: str = "accuracy", scale: float = 100.0) -> pd.DataFrame:
+    """Paired per-seed differences against random and autoencoder (in points), marked where the
+    95% interval excludes zero (outside seed noise)."""
+    frame = label_rows(records)
+    diffs = paired_differences(frame[frame["metric"] == metric])
+    return pd.DataFrame({
+        "protocol": diffs["protocol"],
+        "comparison": diffs["method"] + " − " + diffs["baseline"],
+        "difference": [f"{d * scale:+.2f}" for d in diffs["difference"]],
+        "95% CI": [f"[{lo * scale:+.2f}, {hi * scale:+.2f}]" for lo, hi in zip(diffs["ci_low"], diffs["ci_high"])],
+        "n": diffs["n"],
+        "outside seed noise": ["yes" if o else "no" for o in diffs["outside_noise"]],
+    })
