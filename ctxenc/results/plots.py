@@ -48,7 +48,7 @@ def bar_plot(records: pd.DataFrame, out: str | Path, metric: str = "accuracy", s
         ax.set_title(panel["title"], fontsize=10)
         ax.set_ylabel(f"{panel['metric'].partition('@')[0]} (%)")
         ax.grid(axis="y", alpha=0.3)
-    fig.suptitle(f"{records['dataset'].iloc[0]}: by pretraining (mean ± std over seeds, dots = seeds)")
+    fig.suptitle(f"{', '.join(records['dataset'].unique())}: by pretraining (mean ± std over seeds, dots = seeds)")
     fig.tight_layout()
     fig.savefig(out, dpi=120)
     plt.close(fig)
