@@ -24,7 +24,6 @@ from ctxenc.errors import UserError
 FOLDER = "stl10_binary"
 IMAGE_BYTES = 3 * 96 * 96
 SPLITS = ("train", "test", "unlabeled", "train+unlabeled")
-EVAL_SPLITS = ("train", "test")
 CLASSES = 10
 
 

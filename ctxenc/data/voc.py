@@ -37,7 +37,6 @@ SEG_CLASSES = ("background", *CLASSES)
 IGNORE_LABEL = -1.0  # multi-label: class present only as difficult objects
 CLASSIFICATION_SPLITS = ("train", "val", "trainval", "test")
 SEGMENTATION_SPLITS = ("train", "val", "trainval")
-EVAL_SPLITS = {"voc2007": ("trainval", "test"), "voc2012_seg": ("train", "val")}
 READER_VERSION = 1  # bump when decoding changes, so old cache entries are not reused
 
 
