@@ -12,14 +12,22 @@ from pathlib import Path
 
 from ctxenc.errors import UserError
 
-EPILOG = "Data: --data-root DIR, else $CTXENC_DATA, else Debian's dataset-fashion-mnist package, else --download."
+EPILOG = ("Data: --data-root DIR, else $CTXENC_DATA, else (Fashion-MNIST) Debian's dataset-fashion-mnist package, else --download. "
+          "DIR is the folder torchvision's class takes: it holds cifar-10-batches-py/, cifar-100-python/, stl10_binary/, "
+          "VOCdevkit/; --dataset imagefolder:SUB reads DIR/SUB.")
+DATASET_HELP = ("fashion_mnist (default), cifar10, cifar100, stl10, voc2007 (multi-label), voc2012_seg (segmentation), "
+                "imagefolder (DIR itself) or imagefolder:SUB (DIR/SUB: class subfolders, or loose images for pretraining)")
 
 
 def add_data_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--dataset", default="fashion_mnist", help="dataset name (default: fashion_mnist)")
+    p.add_argument("--dataset", default="fashion_mnist", help=DATASET_HELP)
     p.add_argument("--data-root", metavar="DIR", help="folder holding the dataset files (default: $CTXENC_DATA, then the Debian package's folder)")
     p.add_argument("--download", action="store_true", help="download the dataset with torchvision when it is not found (needs internet)")
     p.add_argument("--limit", type=int, metavar="N", help="use only the first N images of each split (quick end-to-end checks)")
+
+
+def add_device_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,9 +48,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--predict", default="image", choices=["image", "center"], help="decode the whole image (default) or, with --mask center, only the central half-size square as the paper's 128 -> 64 px inpainting model (the hidden hole is then that square minus its overlap ring)")
     p.add_argument("--overlap-px", type=int, default=1, help="border of the hole that the prediction overlaps with the context (default: 1 px at 32 px; paper: 4 px at 128 px)")
     p.add_argument("--overlap-weight", type=float, default=10.0, help="loss weight of the overlap border (default: 10, as in the paper)")
-    p.add_argument("--encoder", default="small", help="encoder name: small (default) or dcgan")
-    p.add_argument("--input-size", type=int, default=32, help="encoder input size in px; smaller images are padded (default: 32)")
+    p.add_argument("--encoder", default="small", help="small (default, 32 px), dcgan (128 px), alexnet (227 px, the paper's) or timm:<model> (224 px, e.g. timm:resnet18, from scratch)")
+    p.add_argument("--input-size", type=int, help="encoder input size in px (default: the encoder's); images within 15%% are padded or cropped, others resized")
     add_data_options(p)
+    p.add_argument("--split", help="split to pretrain on (default: the dataset's train split; stl10: unlabeled or train+unlabeled)")
+    p.add_argument("--augment", action="store_true", help="random crop + horizontal flip of every batch, as the paper's pretraining")
+    add_device_option(p)
+    p.add_argument("--amp", action="store_true", help="mixed precision: float16 with loss scaling on CUDA, bfloat16 on the CPU")
     p.add_argument("--epochs", type=int, default=1, help="passes over the training images (default: 1)")
     p.add_argument("--batch-size", type=int, default=64, help="images per step (default: 64, as in the paper's code)")
     p.add_argument("--lr", type=float, default=2e-3, help="Adam learning rate of the encoder-decoder (default: 2e-3, as in the paper's code)")
@@ -59,14 +71,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", required=True, type=Path, metavar="FILE", help="checkpoint.pt written by 'ctxenc pretrain'")
     p.add_argument("--protocol", required=True, metavar="NAME|YAML", help=f"protocol name ({', '.join(PROTOCOLS)}) or a YAML file such as eval/linear_probe.yaml")
     add_data_options(p)
+    add_device_option(p)
     p.add_argument("--out", required=True, type=Path, metavar="DIR", help="folder whose records.csv gets the rows")
 
     p = sub.add_parser("bench", help="run a suite (pretext x seed x protocol) and write records, table, plots and report",
                        description="Run every cell of a suite YAML; cells whose records exist are skipped.", epilog=EPILOG)
     p.add_argument("suite", type=Path, help="suite YAML, e.g. benchmarks/demo.yaml")
-    p.add_argument("--out", type=Path, metavar="DIR", help="output folder (default: results/<suite name>)")
-    p.add_argument("--data-root", metavar="DIR", help="folder holding the dataset files")
-    p.add_argument("--limit", type=int, metavar="N", help="run every cell on N images and a few steps, to check a suite end to end")
+    p.add_argument("--out", type=Path, metavar="DIR", help="output folder (default: results/<suite name>, or results/<suite name>-limitN with --limit)")
+    p.add_argument("--data-root", metavar="DIR", help="folder holding the dataset files (default: $CTXENC_DATA)")
+    p.add_argument("--limit", type=int, metavar="N", help="run every cell on N images per split, 3 training steps and shortened evaluators, to check a suite end to end")
+    add_device_option(p)
+    p.add_argument("--amp", action="store_true", help="pretrain in mixed precision (float16 on CUDA, bfloat16 on the CPU)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
     p = sub.add_parser("inpaint", help="fill a hole in your own images with a context-encoder checkpoint",
@@ -95,11 +110,13 @@ def run(args: argparse.Namespace) -> int:
         pretext = PretextConfig(name=args.pretext, mask=args.mask, mask_ratio=args.mask_ratio, overlap_px=args.overlap_px,
                                 overlap_weight=args.overlap_weight, adversarial=args.adversarial, predict=args.predict)
         train = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                            max_steps=args.max_steps, log_every=args.log_every, checkpoint_every=args.checkpoint_every)
+                            max_steps=args.max_steps, log_every=args.log_every, checkpoint_every=args.checkpoint_every,
+                            augment=args.augment, amp=args.amp)
+        encoder = {"name": args.encoder, **({"input_size": args.input_size} if args.input_size else {})}
         distributed.init()  # a no-op unless launched by torchrun
         try:
-            path = pretrain(args.dataset, {"name": args.encoder, "input_size": args.input_size}, pretext, train, args.out,
-                            args.data_root, args.download, args.limit, progress=not args.no_progress, resume=args.resume)
+            path = pretrain(args.dataset, encoder, pretext, train, args.out, args.data_root, args.download, args.limit,
+                            progress=not args.no_progress, resume=args.resume, split=args.split, device=args.device)
             if distributed.is_main():
                 print(f"wrote {path}")
         finally:
@@ -108,12 +125,13 @@ def run(args: argparse.Namespace) -> int:
         from ctxenc.evaluation import evaluate, resolve_protocol
         from ctxenc.results.records import append_records
 
-        name, config = resolve_protocol(args.protocol)
+        label, name, config = resolve_protocol(args.protocol)
         if args.download:
-            from ctxenc.data import load_dataset
+            from ctxenc.data import eval_splits, load_dataset
 
-            load_dataset(args.dataset, "train", args.data_root, download=True)
-        rows = evaluate(args.checkpoint, name, config, args.dataset, args.data_root, args.limit)
+            load_dataset(args.dataset, eval_splits(args.dataset)[0], args.data_root, download=True, limit=1)
+        rows = evaluate(args.checkpoint, name, config, args.dataset, args.data_root, args.limit, label=label,
+                        device=args.device)
         append_records(args.out / "records.csv", [{**row, "suite": "adhoc"} for row in rows])
         for row in rows:
             print(f"{row['protocol']} {row['metric']}: {row['value']:.4f}")
@@ -122,7 +140,8 @@ def run(args: argparse.Namespace) -> int:
         from ctxenc.bench import run_suite
         from ctxenc.results.report import write_report
 
-        out = run_suite(args.suite, args.out, args.data_root, args.limit, progress=not args.no_progress)
+        out = run_suite(args.suite, args.out, args.data_root, args.limit, progress=not args.no_progress,
+                        device=args.device, amp=args.amp)
         print(f"wrote {write_report(out, args.data_root)}")
     elif args.command == "report":
         from ctxenc.results.report import write_report

@@ -1,7 +1,9 @@
 """Pretraining: one explicit, seeded training loop, read top to bottom.
 
-`pretrain()` is the whole job behind `ctxenc pretrain`: load the data into memory, build the
-encoder and pretext model from the seed, train, and write `checkpoint.pt` and `log.jsonl`.
+`pretrain()` is the whole job behind `ctxenc pretrain`: load the data (uint8, in memory or
+memory-mapped), build the encoder and pretext model from the seed, train, and write
+`checkpoint.pt` and `log.jsonl`. Each batch is converted to the encoder's input (and augmented)
+as it is drawn, on the training device, so a dataset is never held in float.
 
 While training, `last.pt` holds everything needed to continue exactly (model, optimizers, step,
 the epoch's data order, every RNG state, the unlogged loss sums); it is rewritten atomically
@@ -21,8 +23,10 @@ from tqdm import tqdm
 
 from ctxenc import distributed
 from ctxenc.checkpoint import load_checkpoint, save_checkpoint
-from ctxenc.data import load_dataset, to_model_input
-from ctxenc.encoders import create_encoder
+from ctxenc.data import eval_splits, load_dataset
+from ctxenc.data.transforms import load_size_for, random_crop_flip, to_model_input
+from ctxenc.device import autocast, grad_scaler, resolve_device
+from ctxenc.encoders import create_encoder, default_input_size
 from ctxenc.errors import UserError
 from ctxenc.losses import discriminator_loss, generator_loss
 from ctxenc.masks import sample_masks
@@ -35,6 +39,9 @@ class TrainConfig:
 
     batch_size is the global batch (split over processes under torchrun); max_steps caps the run
     (smoke tests, `--limit`); checkpoint_every: steps between resumable `last.pt` snapshots.
+    augment: the paper's random crop + horizontal flip of each batch (`ctxenc.data.transforms`);
+    off, every image is the centre view evaluation uses.
+    amp: mixed precision (`ctxenc.device`): float16 + loss scaling on CUDA, bfloat16 on the CPU.
     """
 
     epochs: int = 1
@@ -45,6 +52,8 @@ class TrainConfig:
     max_steps: int | None = None
     log_every: int = 50
     checkpoint_every: int = 100
+    augment: bool = False
+    amp: bool = False
 
     def __post_init__(self):
         if self.epochs < 0 or self.batch_size < 1 or self.lr <= 0:
@@ -57,24 +66,28 @@ class TrainingDiverged(UserError):
     """The loss stopped being finite."""
 
 
-def pretrain(dataset: str, encoder: dict, pretext: PretextConfig, train: TrainConfig, out_dir: str | Path,
+def pretrain(dataset, encoder: dict, pretext: PretextConfig, train: TrainConfig, out_dir: str | Path,
              data_root=None, download: bool = False, limit: int | None = None, progress: bool = True,
-             resume: bool = False) -> Path:
-    """Pretrain `pretext` on the train split of `dataset`; returns the checkpoint's path.
+             resume: bool = False, split: str | None = None, device: str = "cpu") -> Path:
+    """Pretrain `pretext` on split `split` of `dataset` (default: its train split); returns the checkpoint's path.
 
-    encoder: {"name": ..., **options}; the input size and channels come from the data unless given.
+    encoder: {"name": ..., **options}; channels come from the data, the input size from the
+    options or the encoder's default (small 32, dcgan 128, alexnet 227, timm 224).
     limit: use only the first `limit` training images (quick end-to-end checks).
     resume: continue from `out_dir/last.pt` if it exists (and do nothing if the run is complete).
+    device: where the model trains ('cpu', 'cuda', 'cuda:N'); checkpoints hold CPU tensors.
     """
     out_dir = Path(out_dir)
     path = out_dir / "checkpoint.pt"
     if resume and path.exists() and load_checkpoint(path).get("done"):
         return path
-    data = load_dataset(dataset, "train", data_root, download)
-    images = data.images[:limit] if limit else data.images
-    enc_options = {"in_channels": images.shape[1], "input_size": 32, **{k: v for k, v in encoder.items() if k != "name"}}
-    x = to_model_input(images, enc_options["input_size"])
-    fill = x.mean(dim=(0, 2, 3))  # the dataset mean, per channel, that fills hidden pixels
+    dev = resolve_device(device)
+    split = split or eval_splits(dataset)[0]
+    size = encoder.get("input_size") or default_input_size(encoder["name"])
+    data = load_dataset(dataset, split, data_root, download, limit=limit, load_size=load_size_for(size))
+    images = data.images
+    enc_options = {"in_channels": images.shape[1], **{k: v for k, v in encoder.items() if k != "name"}, "input_size": size}
+    fill = dataset_mean(images, size)  # per channel, in [-1, 1]: fills hidden pixels
 
     torch.manual_seed(train.seed)  # the seed fixes the initial weights ...
     model = build_pretext(pretext, create_encoder(encoder["name"], **enc_options), fill)
@@ -82,33 +95,50 @@ def pretrain(dataset: str, encoder: dict, pretext: PretextConfig, train: TrainCo
         "encoder": model.encoder.config,
         "pretext": asdict(pretext),
         "train": asdict(train),
-        "data": {"dataset": dataset, "input_size": enc_options["input_size"], "fill": fill.tolist(), "train_images": len(x)},
+        "data": {"dataset": dataset, "split": split, "input_size": size, "fill": fill.tolist(), "train_images": len(images)},
     }
     if distributed.is_main():
         out_dir.mkdir(parents=True, exist_ok=True)
     seconds = 0.0
     if pretext.name != "random":
-        seconds = train_loop(model, x, pretext, train, out_dir, meta, progress, resume)
+        seconds = train_loop(model.to(dev), images, pretext, train, out_dir, meta, progress, resume, dev)
     if distributed.is_main():
-        save_checkpoint(path, {**meta, "model": model.state_dict(), "pretrain_seconds": seconds, "done": True})
+        state = {k: v.cpu() for k, v in model.state_dict().items()}
+        save_checkpoint(path, {**meta, "model": state, "pretrain_seconds": seconds, "done": True})
         (out_dir / "last.pt").unlink(missing_ok=True)
     distributed.barrier()
     return path
 
 
+def dataset_mean(images: torch.Tensor, size: int, max_values: int = 2**28) -> torch.Tensor:
+    """Per-channel mean (C,) of the model inputs. images: uint8 (N, C, H, W).
+
+    Up to `max_values` input values (1 GiB of float) the mean is exact over all images;
+    beyond, over evenly spaced images, so a memory-mapped dataset is not read whole.
+    """
+    per_image = images.shape[1] * size * size
+    if len(images) * per_image > max_values:
+        images = images[torch.linspace(0, len(images) - 1, max_values // per_image).long()]
+    return to_model_input(images, size).mean(dim=(0, 2, 3))
+
+
 def train_loop(model, images: torch.Tensor, pretext: PretextConfig, cfg: TrainConfig, out_dir: Path, meta: dict,
-               progress: bool = True, resume: bool = False) -> float:
-    """images: (N, C, S, S) in [-1, 1], in memory. Returns the training seconds (over resumes too)."""
+               progress: bool = True, resume: bool = False, device: torch.device = torch.device("cpu")) -> float:
+    """images: uint8 (N, C, H, W), in memory or memory-mapped; `model` already on `device`.
+
+    Returns the training seconds (over resumes too).
+    """
     rank, world = distributed.rank(), distributed.world_size()
     if cfg.batch_size % world:
         raise UserError(f"the global batch of {cfg.batch_size} does not split evenly over {world} processes.")
     local = cfg.batch_size // world
-    gen = torch.Generator().manual_seed(cfg.seed)  # ... and the data order and masks
+    gen = torch.Generator().manual_seed(cfg.seed)  # ... and the data order, masks and crops
     opt_g = torch.optim.Adam(model.generator_parameters(), lr=cfg.lr, betas=(cfg.beta1, 0.999))
     disc = model.discriminator
     # The generator learns 10x faster than the discriminator (paper, Sec. 3.2).
     opt_d = torch.optim.Adam(disc.parameters(), lr=cfg.lr / 10, betas=(cfg.beta1, 0.999)) if disc is not None else None
-    n, size = images.shape[0], images.shape[-1]
+    scaler = grad_scaler(device, cfg.amp)
+    n, size = images.shape[0], model.encoder.input_size
     steps_per_epoch = n // cfg.batch_size
     if steps_per_epoch == 0:
         raise UserError(f"{n} training images are fewer than one batch of {cfg.batch_size}; lower --batch-size.")
@@ -126,6 +156,7 @@ def train_loop(model, images: torch.Tensor, pretext: PretextConfig, cfg: TrainCo
         opt_g.load_state_dict(state["opt_g"])
         if opt_d is not None:
             opt_d.load_state_dict(state["opt_d"])
+        scaler.load_state_dict(state["scaler"])
         gen.set_state(state["rng_generator"])
         torch.set_rng_state(state["rng_torch"])
         step, order, sums, seconds_before = state["step"], state["order"], state["sums"], state["seconds"]
@@ -137,7 +168,7 @@ def train_loop(model, images: torch.Tensor, pretext: PretextConfig, cfg: TrainCo
         """Everything `--resume` needs to continue exactly where this step left off."""
         save_checkpoint(last, {
             **meta, "model": model.state_dict(), "opt_g": opt_g.state_dict(),
-            "opt_d": opt_d.state_dict() if opt_d is not None else None,
+            "opt_d": opt_d.state_dict() if opt_d is not None else None, "scaler": scaler.state_dict(),
             "rng_generator": gen.get_state(), "rng_torch": torch.get_rng_state(),
             "step": step, "order": order, "sums": sums, "seconds": seconds_before + time.perf_counter() - tic, "done": False,
         })
@@ -157,29 +188,37 @@ def train_loop(model, images: torch.Tensor, pretext: PretextConfig, cfg: TrainCo
             # slice is exactly what a single process would use for those images.
             masks = sample_masks(pretext.mask, cfg.batch_size, size, gen, **pretext.mask_options(size)) if pretext.uses_masks else None
             mine = slice(rank * local, (rank + 1) * local)
-            batch = images[index[mine]]
-            masks = masks[mine] if masks is not None else None
+            raw = images[index].to(device, non_blocking=True)
+            # Crops and flips, like masks, are drawn for the global batch, then sliced.
+            batch = (random_crop_flip(raw, size, gen) if cfg.augment else to_model_input(raw, size))[mine]
+            masks = masks[mine].to(device) if masks is not None else None
 
-            out = model.forward_loss(batch, masks)
+            with autocast(device, cfg.amp):
+                out = model.forward_loss(batch, masks)
             metrics = {"loss_rec": out["loss_rec"]}
             loss = out["loss_rec"]
             if disc is not None:
                 # Discriminator step on real vs predicted content (generator frozen).
-                loss_d = discriminator_loss(disc(out["real_view"]), disc(out["fake_view"].detach()))
+                with autocast(device, cfg.amp):
+                    loss_d = discriminator_loss(disc(out["real_view"]), disc(out["fake_view"].detach()))
                 check_finite(distributed.mean({"d": loss_d})["d"], "discriminator loss", step, last)
                 opt_d.zero_grad(set_to_none=True)
-                loss_d.backward()
+                scaler.scale(loss_d).backward()
+                scaler.unscale_(opt_d)  # average true gradients, not scaled ones, over processes
                 distributed.average_gradients(disc.parameters())
-                opt_d.step()
-                loss_adv = generator_loss(disc(out["fake_view"]))
+                scaler.step(opt_d)
+                with autocast(device, cfg.amp):
+                    loss_adv = generator_loss(disc(out["fake_view"]))
                 loss = pretext.lambda_rec * out["loss_rec"] + pretext.lambda_adv * loss_adv
                 metrics.update(loss_d=loss_d, loss_adv=loss_adv)
             metrics = distributed.mean({**metrics, "loss": loss})
             check_finite(metrics.pop("loss"), "loss", step, last)
             opt_g.zero_grad(set_to_none=True)
-            loss.backward()
+            scaler.scale(loss).backward()
+            scaler.unscale_(opt_g)
             distributed.average_gradients(model.generator_parameters())
-            opt_g.step()
+            scaler.step(opt_g)
+            scaler.update()
             step += 1
             for k, v in metrics.items():
                 sums[k] = sums.get(k, 0.0) + v.item()

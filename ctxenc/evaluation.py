@@ -10,14 +10,21 @@ import torch
 
 from ctxenc.checkpoint import load_encoder, rebuild_model
 from ctxenc.config import from_dict, read_yaml
-from ctxenc.data import load_dataset, to_model_input
+from ctxenc.data import dataset_name, dataset_spec, dataset_tasks, eval_splits, load_dataset
+from ctxenc.data.transforms import fit_label_maps, load_size_for, to_model_input
+from ctxenc.device import resolve_device
 from ctxenc.errors import UserError
-from ctxenc.evaluators import PROTOCOLS
+from ctxenc.evaluators import PROTOCOL_TASKS, PROTOCOLS
 from ctxenc.pretext import PretextConfig
 
 
-def resolve_protocol(spec: str | dict, search: tuple[Path, ...] = ()) -> tuple[str, object]:
-    """A protocol name, a YAML file path or a mapping {protocol: NAME, **options} -> (name, config)."""
+def resolve_protocol(spec: str | dict, search: tuple[Path, ...] = ()) -> tuple[str, str, object]:
+    """A protocol name, a YAML file path or a mapping {protocol: NAME, label: LABEL, **options}
+    -> (label, name, config).
+
+    The label is what records and tables call the protocol (default: its name); a suite running
+    one protocol twice with different options (segmentation frozen and fine-tuned) labels each.
+    """
     if isinstance(spec, str) and spec in PROTOCOLS:
         spec = {"protocol": spec}
     elif isinstance(spec, str):
@@ -28,43 +35,85 @@ def resolve_protocol(spec: str | dict, search: tuple[Path, ...] = ()) -> tuple[s
         spec = read_yaml(path)
     options = dict(spec)
     name = options.pop("protocol", None)
+    label = options.pop("label", name)
     if name not in PROTOCOLS:
         raise UserError(f"unknown protocol {name!r}; valid protocols: {', '.join(PROTOCOLS)}.")
     config_cls, _ = PROTOCOLS[name]
-    return name, from_dict(config_cls, options, f"protocol {name!r}")
+    return str(label), name, from_dict(config_cls, options, f"protocol {name!r}")
+
+
+def prepared_split(dataset, split: str, data_root, size: int, limit: int | None,
+                   target: str = "labels") -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(images (N, C, size, size) in [-1, 1], targets), loaded once per process.
+
+    dataset: a name or {name, **options}; target: `labels` (N,) / (N, K) or `class_maps` (N, size, size).
+    """
+    return _prepared_split(dataset_spec(dataset), split, data_root, size, limit, target)
+
+
+TASK_NAMES = {"single_label": "single-label", "multi_label": "multi-label", "segmentation": "segmentation",
+              "unlabeled": "unlabeled"}
+
+
+def check_protocol_fits(protocol: str, dataset, data_root=None) -> None:
+    """Refuse, in one sentence, a protocol whose labels the dataset does not have."""
+    tasks = dataset_tasks(dataset, data_root)
+    fits = PROTOCOL_TASKS[protocol]
+    if any(t in fits for t in tasks):
+        return
+    needs = " or ".join(TASK_NAMES[t] for t in fits)
+    has = " and ".join(TASK_NAMES[t] for t in tasks)
+    others = [p for p, fit in PROTOCOL_TASKS.items() if any(t in fit for t in tasks)]
+    hint = f"protocols for {has} data: {', '.join(others)}" if others else "it can only be used for pretraining"
+    raise UserError(f"protocol {protocol!r} needs {needs} data, but {dataset_name(dataset)} is {has}; {hint}.")
 
 
 @functools.lru_cache(maxsize=4)
-def prepared_split(dataset: str, split: str, data_root, size: int, limit: int | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """(images (N, C, size, size) in [-1, 1], labels (N,)), loaded once per process."""
-    data = load_dataset(dataset, split, data_root)
-    images, labels = (data.images[:limit], data.labels[:limit]) if limit else (data.images, data.labels)
-    return to_model_input(images, size), labels
+def _prepared_split(spec: tuple, split: str, data_root, size: int, limit: int | None, target: str):
+    """Class maps are brought to (N, size, size) with the same crop or resize as their images
+    (`ctxenc.data.transforms.fit_label_maps`)."""
+    data = load_dataset(spec, split, data_root, limit=limit, load_size=load_size_for(size))
+    targets = data.labels if target == "labels" else data.class_maps
+    if targets is None and target == "class_maps":
+        raise UserError(f"dataset {spec[0]} has no class maps; segmentation needs a dataset such as voc2012_seg or fashion_scenes.")
+    if target == "class_maps":
+        targets = fit_label_maps(targets, size)
+    return to_model_input(data.images, size), targets
 
 
-def evaluate(checkpoint: str | Path, protocol: str, config, dataset: str, data_root=None,
-             limit: int | None = None) -> list[dict]:
-    """Run one protocol on the encoder of `checkpoint`; returns records rows (without `suite`)."""
+def evaluate(checkpoint: str | Path, protocol: str, config, dataset, data_root=None,
+             limit: int | None = None, label: str | None = None, device: str = "cpu") -> list[dict]:
+    """Run one protocol on the encoder of `checkpoint`; returns records rows (without `suite`).
+
+    dataset: a name or {name, **options}; label: the records' protocol name (default: `protocol`).
+    The encoder runs on `device`; evaluators follow it (features are computed there).
+    """
+    check_protocol_fits(protocol, dataset, data_root)
+    dev = resolve_device(device)
     encoder, ckpt = load_encoder(checkpoint)
     size = ckpt["data"]["input_size"]
-    train = prepared_split(dataset, "train", data_root, size, limit)
-    test = prepared_split(dataset, "test", data_root, size, limit)
+    train_split, test_split = eval_splits(dataset)
+    target = getattr(config, "target", "labels")
+    train = prepared_split(dataset, train_split, data_root, size, limit, target)
+    test = prepared_split(dataset, test_split, data_root, size, limit, target)
+    name = dataset_name(dataset)
     if train[0].shape[1] != encoder.in_channels:
-        raise UserError(f"{dataset} has {train[0].shape[1]}-channel images but the checkpoint's encoder takes {encoder.in_channels}.")
+        raise UserError(f"{name} has {train[0].shape[1]}-channel images but the checkpoint's encoder takes {encoder.in_channels}.")
     _, run = PROTOCOLS[protocol]
     subject = rebuild_model(ckpt).eval() if getattr(config, "uses_model", False) else encoder
     start = time.perf_counter()
-    metrics = run(subject, train, test, config)
+    metrics = run(subject.to(dev), train, test, config)
     seconds = time.perf_counter() - start
     pretext = PretextConfig(**ckpt["pretext"])
     base = {
-        "dataset": dataset,
+        "dataset": name,
+        "pretrain_dataset": dataset_name(ckpt["data"]["dataset"]),
         "pretext": pretext.name,
         "encoder": ckpt["encoder"]["name"],
         "mask": pretext.mask_label,
         "loss": pretext.loss,
         "seed": ckpt["train"]["seed"],
-        "protocol": protocol,
+        "protocol": label or protocol,
         "pretrain_seconds": round(ckpt["pretrain_seconds"], 2),
         "eval_seconds": round(seconds, 2),
         "checkpoint": str(checkpoint),

@@ -33,3 +33,9 @@ def make_fashion_mnist(root: Path, n_train: int = 256, n_test: int = 64, seed: i
 @pytest.fixture
 def fmnist_root(tmp_path) -> Path:
     return make_fashion_mnist(tmp_path / "fmnist")
+
+
+@pytest.fixture(autouse=True)
+def isolated_cache(tmp_path, monkeypatch):
+    """Decoded-image caches go to the test's own folder, never to the user's ~/.cache."""
+    monkeypatch.setenv("CTXENC_CACHE", str(tmp_path / "cache"))

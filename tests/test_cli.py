@@ -76,3 +76,47 @@ def test_help_explains_every_command(command, capsys):
         main([command, "--help"])
     assert exit_.value.code == 0
     assert "usage: ctxenc " + command in capsys.readouterr().out
+
+
+def test_scenes_bench_table2_report(fmnist_root, tmp_path, monkeypatch):
+    monkeypatch.setenv("CTXENC_CACHE", str(tmp_path / "cache"))
+    suite = tmp_path / "scenes.yaml"
+    suite.write_text(
+        "suite: tiny_scenes\n"
+        "dataset: {name: fashion_scenes, train_scenes: 64, test_scenes: 32}\n"
+        "seeds: [0, 1]\nthreads: 1\ntrain: {epochs: 1, batch_size: 32}\n"
+        "pretexts: [{name: random}, {name: context_encoder, mask: center}]\n"
+        "protocols:\n"
+        "  - {protocol: finetune, label_fractions: [0.5, 1.0], lrs: [1.0e-3], epochs: 1, min_steps: 2, batch_size: 16}\n"
+        "  - {protocol: segmentation, label: seg_frozen, mode: frozen, lrs: [1.0e-2], epochs: 1, batch_size: 16}\n"
+        "  - {protocol: linear_probe, label: layerwise, stages: [conv1, conv3], weight_decays: [1.0e-3], max_iter: 5}\n"
+        "report:\n"
+        "  paper: table2\n"
+        "  columns:\n"
+        "    - {title: cls mAP, protocol: finetune, metric: map@100%, paper: VOC07 classification mAP}\n"
+        "    - {title: seg mIoU, protocol: seg_frozen, metric: miou, paper: VOC12 segmentation mIoU}\n"
+        "  comparisons: [[context_encoder/center/l2, random]]\n"
+    )
+    out = tmp_path / "out"
+    assert main(["bench", str(suite), "--out", str(out), "--data-root", str(fmnist_root), "--no-progress"]) == 0
+    records = pd.read_csv(out / "records.csv")
+    assert set(records["protocol"]) == {"finetune", "seg_frozen", "layerwise"}
+    assert {"map@50%", "map@100%", "miou", "pixel_accuracy", "map@conv1", "map@conv3"} <= set(records["metric"])
+    for name in ("table.md", "bars.png", "scenes.png", "label_fraction-finetune.png", "layerwise-layerwise.png", "report.md"):
+        assert (out / name).is_file(), name
+    report = (out / "report.md").read_text()
+    assert "Random Gaussian" in report and "53.3" in report  # the paper's table beside ours
+    assert "**context_encoder/center/l2** vs **random**" in report and "95% CI" in report
+    # One cell re-run with the same seed gives the same numbers.
+    again = tmp_path / "again"
+    assert main(["bench", str(suite), "--out", str(again), "--data-root", str(fmnist_root), "--no-progress"]) == 0
+    pd.testing.assert_series_equal(pd.read_csv(again / "records.csv")["value"], records["value"])
+
+
+def test_report_column_needs_protocol_and_metric(tmp_path, fmnist_root):
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / "records.csv").write_text("suite,dataset,pretext,encoder,mask,loss,seed,protocol,metric,value,pretrain_seconds,eval_seconds,checkpoint\n"
+                                     "s,fashion_mnist,random,small,none,none,0,knn,accuracy,0.5,0,0,x\n")
+    (out / "suite.yaml").write_text("suite: s\nreport: {columns: [{title: t, metric: accuracy}]}\n")
+    assert main(["report", str(out)]) == 2

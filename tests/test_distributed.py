@@ -18,9 +18,10 @@ def curve(log: Path) -> list[float]:
 
 
 @pytest.mark.skipif(not Path(TORCHRUN).exists(), reason="torchrun is not installed")
-def test_two_processes_match_one(fmnist_root, tmp_path):
+@pytest.mark.parametrize("augment", [[], ["--augment"]], ids=["plain", "augment"])  # crops drawn for the global batch too
+def test_two_processes_match_one(fmnist_root, tmp_path, augment):
     args = ["pretrain", "--pretext", "context_encoder", "--data-root", str(fmnist_root), "--batch-size", "32",
-            "--max-steps", "8", "--seed", "1", "--no-progress", "--log-every", "1"]
+            "--max-steps", "8", "--seed", "1", "--no-progress", "--log-every", "1", *augment]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     single = subprocess.run([sys.executable, "-m", "ctxenc", *args, "--out", str(tmp_path / "one")],
                             env=env, capture_output=True, text=True, timeout=600)

@@ -8,8 +8,14 @@ from ctxenc.masks import sample_masks
 from ctxenc.pretext import PRETEXTS, PretextConfig, build_pretext
 from ctxenc.pretext.layers import ChannelwiseFC
 
-# Small sizes keep the parametrised smoke test fast; every registered encoder must be listed.
-ENCODER_OPTIONS = {"small": {"in_channels": 1, "input_size": 32}, "dcgan": {"in_channels": 3, "input_size": 32, "bottleneck": 64}}
+# Small sizes keep the parametrised smoke test fast; every registered encoder must be listed
+# (registry name -> the name to build and its options; timm through one backbone).
+ENCODER_CASES = {
+    "small": ("small", {"in_channels": 1, "input_size": 32}),
+    "dcgan": ("dcgan", {"in_channels": 3, "input_size": 32, "bottleneck": 64}),
+    "alexnet": ("alexnet", {"in_channels": 3, "input_size": 227}),  # the paper's size: pool5 6x6, not a power of two
+    "timm": ("timm:resnet18", {"in_channels": 3, "input_size": 64}),
+}
 
 
 def test_every_pretext_name_has_a_model():
@@ -50,7 +56,8 @@ def test_adversarial_losses_by_hand():
 @pytest.mark.parametrize("pretext", [*PRETEXTS, "context_encoder+adv"])
 def test_every_encoder_with_every_pretext(encoder_name, pretext):
     torch.manual_seed(0)
-    encoder = create_encoder(encoder_name, **ENCODER_OPTIONS[encoder_name])
+    name, options = ENCODER_CASES[encoder_name]
+    encoder = create_encoder(name, **options)
     cfg = PretextConfig(name=pretext.split("+")[0], adversarial=pretext.endswith("+adv"))
     c, s = encoder.in_channels, encoder.input_size
     model = build_pretext(cfg, encoder, torch.zeros(c))
@@ -86,5 +93,5 @@ def test_bad_pretext_options():
         PretextConfig(overlap_px=-1)
     with pytest.raises(UserError, match="context_encoder only"):
         PretextConfig(name="autoencoder", adversarial=True)
-    with pytest.raises(UserError, match="valid encoders: dcgan, small"):
+    with pytest.raises(UserError, match="valid encoders: alexnet, dcgan, small, timm:<model>"):
         create_encoder("resnet")

@@ -6,6 +6,7 @@ Evaluators and pretext methods depend on that interface and nothing else.
 
 from __future__ import annotations
 
+import inspect
 from typing import Callable
 
 from ctxenc.encoders.base import Encoder, init_dcgan_weights
@@ -24,19 +25,34 @@ def register_encoder(name: str):
     return add
 
 
+def _factory(name: str) -> tuple[Callable[..., Encoder], dict]:
+    """'small' -> (factory, {}); 'timm:resnet18' -> (timm factory, {'model': 'resnet18'})."""
+    family, _, variant = name.partition(":")
+    if family == "timm" and variant:
+        return ENCODERS["timm"], {"model": variant}
+    if name not in ENCODERS or name == "timm":
+        raise UserError(f"unknown encoder {name!r}; valid encoders: {', '.join(sorted(n for n in ENCODERS if n != 'timm'))}, timm:<model>.")
+    return ENCODERS[name], {}
+
+
 def create_encoder(name: str, **kwargs) -> Encoder:
     """Build encoder `name`; its `config` records everything needed to build it again."""
-    if name not in ENCODERS:
-        raise UserError(f"unknown encoder {name!r}; valid encoders: {', '.join(sorted(ENCODERS))}.")
+    factory, fixed = _factory(name)
     try:
-        encoder = ENCODERS[name](**kwargs)
+        encoder = factory(**fixed, **kwargs)
     except TypeError as err:
         raise UserError(f"encoder {name!r} cannot take these options {sorted(kwargs)}: {err}.") from None
     encoder.config = {"name": name, **kwargs}
     return encoder
 
 
-# Registration happens on import.
-from ctxenc.encoders import dcgan, small  # noqa: E402,F401
+def default_input_size(name: str) -> int:
+    """The input size encoder `name` is built for when none is given (small 32, dcgan 128, alexnet 227, timm 224)."""
+    factory, _ = _factory(name)
+    return inspect.signature(factory).parameters["input_size"].default
 
-__all__ = ["ENCODERS", "Encoder", "create_encoder", "init_dcgan_weights", "register_encoder"]
+
+# Registration happens on import.
+from ctxenc.encoders import alexnet, dcgan, small, timm_backbone  # noqa: E402,F401
+
+__all__ = ["ENCODERS", "Encoder", "create_encoder", "default_input_size", "init_dcgan_weights", "register_encoder"]

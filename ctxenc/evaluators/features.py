@@ -13,12 +13,14 @@ def extract_features(encoder: Encoder, images: torch.Tensor, stage: str | None =
     """images: (N, C, S, S) in [-1, 1] -> (N, D) pooled features of `stage` (default: the last).
 
     The encoder runs in eval mode: BatchNorm uses the running statistics gathered during
-    pretraining, so a feature does not depend on the other images in its batch.
+    pretraining, so a feature does not depend on the other images in its batch. Batches go to
+    the encoder's device; the features come back to the CPU.
     """
     if stage is not None and stage not in encoder.stage_names:
         from ctxenc.errors import UserError
 
         raise UserError(f"encoder has no stage {stage!r}; its stages are {', '.join(encoder.stage_names)}.")
     encoder.eval()
-    chunks = [encoder.pooled(images[i : i + batch_size], stage, grid) for i in range(0, len(images), batch_size)]
+    device = next(encoder.parameters()).device
+    chunks = [encoder.pooled(images[i : i + batch_size].to(device), stage, grid).cpu() for i in range(0, len(images), batch_size)]
     return torch.cat(chunks)

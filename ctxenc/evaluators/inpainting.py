@@ -127,12 +127,13 @@ def blend_overlap(images: torch.Tensor, prediction: torch.Tensor, masks: torch.T
 def complete_with_model(model, images: torch.Tensor, mask: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
     """The context encoder's blended completion. images (N, C, S, S) in [-1, 1], mask (1, 1, S, S)."""
     model.eval()
+    device = model.fill.device  # batches go where the model is (--device), results come back to the CPU
     out = []
     for i in range(0, len(images), batch_size):
-        x = images[i : i + batch_size]
-        masks = mask.expand(len(x), -1, -1, -1)
+        x = images[i : i + batch_size].to(device)
+        masks = mask.to(device).expand(len(x), -1, -1, -1)
         prediction = model(apply_mask(x, masks, model.fill))
-        out.append(blend_overlap(x, prediction, masks, model.cfg.overlap_px))
+        out.append(blend_overlap(x, prediction, masks, model.cfg.overlap_px).cpu())
     return torch.cat(out)
 
 
@@ -167,10 +168,11 @@ def hog_features(images: torch.Tensor, mask: torch.Tensor, cell: int = 4, orient
 def encoder_features(model, images: torch.Tensor, mask: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
     """The encoder's last stage on the masked image (hole = the model's fill), flattened: (N, D)."""
     model.eval()
+    device = model.fill.device
     chunks = []
     for i in range(0, len(images), batch_size):
-        x = images[i : i + batch_size]
-        chunks.append(model.encoder(apply_mask(x, mask.expand(len(x), -1, -1, -1), model.fill)).flatten(1))
+        x = images[i : i + batch_size].to(device)
+        chunks.append(model.encoder(apply_mask(x, mask.to(device).expand(len(x), -1, -1, -1), model.fill)).flatten(1).cpu())
     return torch.cat(chunks)
 
 

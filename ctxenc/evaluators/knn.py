@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 
 from ctxenc.encoders import Encoder
+from ctxenc.errors import UserError
 from ctxenc.evaluators.features import extract_features
 
 
 @dataclass(frozen=True)
 class KNNConfig:
     """Cosine similarity, k neighbours voting with weight exp(similarity / temperature)."""
+
+    target: ClassVar[str] = "labels"
 
     stage: str | None = None
     grid: int = 2
@@ -41,6 +45,8 @@ def knn_classifier(train_features: torch.Tensor, train_labels: torch.Tensor, tes
 def knn(encoder: Encoder, train: tuple[torch.Tensor, torch.Tensor], test: tuple[torch.Tensor, torch.Tensor],
         cfg: KNNConfig = KNNConfig()) -> dict[str, float]:
     """train, test: (images (N, C, S, S) in [-1, 1], labels (N,)). -> {"accuracy"}."""
+    if train[1].dim() != 1:
+        raise UserError("knn classifies single-label data only; use linear_probe or finetune for multi-label data.")
     x_train = extract_features(encoder, train[0], cfg.stage, cfg.grid)
     x_test = extract_features(encoder, test[0], cfg.stage, cfg.grid)
     num_classes = int(max(train[1].max(), test[1].max())) + 1

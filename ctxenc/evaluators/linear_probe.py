@@ -1,34 +1,52 @@
-"""Linear probe: multinomial logistic regression on standardised frozen features.
+"""Linear probe: logistic regression on standardised frozen features.
 
-The L2 penalty is chosen on a validation split carved from the training set (never on test),
-then the probe is refit on the whole training set with the chosen penalty.
+Multinomial for single-label data (accuracy), one binary regression per class for multi-label
+data (multi-hot labels; mean average precision). The L2 penalty is chosen on a validation split
+carved from the training set (never on test), then the probe is refit on the whole training set
+with the chosen penalty. With `stages`, every listed stage is probed in turn (the layer-wise
+probe of the paper's follow-ups) and each metric is named `<metric>@<stage>`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 
 from ctxenc.encoders import Encoder
+from ctxenc.errors import UserError
 from ctxenc.evaluators.features import extract_features
+from ctxenc.evaluators.metrics import mean_average_precision
 
 
 @dataclass(frozen=True)
 class LinearProbeConfig:
-    """stage: encoder stage to probe (None: the last); grid: its map is average-pooled to grid x grid."""
+    """stage: encoder stage to probe (None: the last); stages: probe each of these instead, metrics
+    named `<metric>@<stage>`; grid: a stage's map is average-pooled to grid x grid."""
+
+    target: ClassVar[str] = "labels"
 
     stage: str | None = None
+    stages: tuple[str, ...] | None = None
     grid: int = 2
     weight_decays: tuple[float, ...] = (1e-5, 1e-4, 1e-3, 1e-2)
     val_fraction: float = 0.1
     max_iter: int = 100
     seed: int = 0
 
+    def __post_init__(self):
+        if self.stage is not None and self.stages is not None:
+            raise UserError("a linear probe takes either 'stage' or 'stages', not both; list the stage in 'stages'.")
+
 
 def fit_logistic(x: torch.Tensor, y: torch.Tensor, num_classes: int, weight_decay: float, max_iter: int) -> torch.nn.Linear:
-    """Full-batch L-BFGS on mean cross-entropy + weight_decay/2 * ||W||^2. x: (N, D), y: (N,)."""
+    """Full-batch L-BFGS on the mean loss + weight_decay/2 * ||W||^2. x: (N, D).
+
+    y: (N,) class indices (softmax cross-entropy) or (N, K) multi-hot (binary cross-entropy per
+    class, summed over classes; entries of -1, VOC's "difficult only", do not count).
+    """
     torch.manual_seed(0)
     head = torch.nn.Linear(x.shape[1], num_classes)
     torch.nn.init.zeros_(head.weight)
@@ -37,7 +55,13 @@ def fit_logistic(x: torch.Tensor, y: torch.Tensor, num_classes: int, weight_deca
 
     def closure():
         opt.zero_grad()
-        loss = F.cross_entropy(head(x), y) + 0.5 * weight_decay * head.weight.pow(2).sum()
+        logits = head(x)
+        if y.dim() == 2:
+            data_loss = F.binary_cross_entropy_with_logits(logits, y.clamp_min(0), weight=(y >= 0).float(),
+                                                           reduction="sum") / len(y)
+        else:
+            data_loss = F.cross_entropy(logits, y)
+        loss = data_loss + 0.5 * weight_decay * head.weight.pow(2).sum()
         loss.backward()
         return loss
 
@@ -45,18 +69,38 @@ def fit_logistic(x: torch.Tensor, y: torch.Tensor, num_classes: int, weight_deca
     return head
 
 
-def accuracy(head: torch.nn.Linear, x: torch.Tensor, y: torch.Tensor) -> float:
+def score(head: torch.nn.Linear, x: torch.Tensor, y: torch.Tensor) -> float:
+    """Accuracy for class indices y (N,), mean average precision for multi-hot y (N, K)."""
     with torch.no_grad():
-        return (head(x).argmax(1) == y).float().mean().item()
+        logits = head(x)
+        if y.dim() == 2:
+            return mean_average_precision(logits, y)
+        return (logits.argmax(1) == y).float().mean().item()
 
 
 def linear_probe(encoder: Encoder, train: tuple[torch.Tensor, torch.Tensor], test: tuple[torch.Tensor, torch.Tensor],
                  cfg: LinearProbeConfig = LinearProbeConfig()) -> dict[str, float]:
-    """train, test: (images (N, C, S, S) in [-1, 1], labels (N,)). -> {"accuracy", "val_accuracy", "weight_decay"}."""
-    x_train = extract_features(encoder, train[0], cfg.stage, cfg.grid)
-    x_test = extract_features(encoder, test[0], cfg.stage, cfg.grid)
+    """train, test: (images (N, C, S, S) in [-1, 1], labels (N,) or multi-hot (N, K)).
+
+    -> {metric, val_metric, weight_decay} with metric = accuracy or map; with `stages`, those
+    three for each stage, suffixed `@<stage>`.
+    """
+    if cfg.stages is None:
+        return probe_stage(encoder, train, test, cfg.stage, cfg)
+    results = {}
+    for stage in cfg.stages:
+        results.update({f"{k}@{stage}": v for k, v in probe_stage(encoder, train, test, stage, cfg).items()})
+    return results
+
+
+def probe_stage(encoder: Encoder, train: tuple[torch.Tensor, torch.Tensor], test: tuple[torch.Tensor, torch.Tensor],
+                stage: str | None, cfg: LinearProbeConfig) -> dict[str, float]:
+    x_train = extract_features(encoder, train[0], stage, cfg.grid)
+    x_test = extract_features(encoder, test[0], stage, cfg.grid)
     y_train, y_test = train[1], test[1]
-    num_classes = int(max(y_train.max(), y_test.max())) + 1
+    multi_label = y_train.dim() == 2
+    metric = "map" if multi_label else "accuracy"
+    num_classes = y_train.shape[1] if multi_label else int(max(y_train.max(), y_test.max())) + 1
 
     # Validation split from train, seeded; standardised with statistics of the fitting part only.
     order = torch.randperm(len(x_train), generator=torch.Generator().manual_seed(cfg.seed))
@@ -66,13 +110,13 @@ def linear_probe(encoder: Encoder, train: tuple[torch.Tensor, torch.Tensor], tes
     scores = {}
     for wd in cfg.weight_decays:
         head = fit_logistic((x_train[fit] - mean) / std, y_train[fit], num_classes, wd, cfg.max_iter)
-        scores[wd] = accuracy(head, (x_train[val] - mean) / std, y_train[val])
+        scores[wd] = score(head, (x_train[val] - mean) / std, y_train[val])
     best = max(cfg.weight_decays, key=lambda wd: (scores[wd], wd))  # ties: the stronger penalty
 
     mean, std = x_train.mean(0), x_train.std(0).clamp_min(1e-6)
     head = fit_logistic((x_train - mean) / std, y_train, num_classes, best, cfg.max_iter)
     return {
-        "accuracy": accuracy(head, (x_test - mean) / std, y_test),
-        "val_accuracy": scores[best],
+        metric: score(head, (x_test - mean) / std, y_test),
+        f"val_{metric}": scores[best],
         "weight_decay": best,
     }

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ctxenc.errors import UserError
@@ -28,19 +29,15 @@ class ChannelwiseFC(nn.Module):
         return self.fc(x).view(x.shape[0], self.channels, self.size, self.size)
 
 
-def _power_of_two_steps(small: int, large: int, what: str) -> int:
-    steps = math.log2(large / small) if small > 0 else -1
-    if steps < 0 or steps != int(steps):
-        raise UserError(f"{what}: {large} px is not {small} px times a power of two.")
-    return int(steps)
-
-
 class UpConvDecoder(nn.Module):
     """(B, C, n, n) -> (B, out_channels, out_size, out_size) in [-1, 1].
 
     4x4 stride-2 up-convolutions with BatchNorm + ReLU, halving the width each time (at least
     32), and Tanh on the last. A 1x1 bottleneck first goes to 4x4 with a 4x4 up-convolution,
-    as in the paper's DCGAN decoder.
+    as in the paper's DCGAN decoder. When out_size is not n times a power of two (AlexNet's
+    pool5 is 6x6 for a 227 px image), the up-convolutions go to the nearest such size
+    (6 -> 192: five of them, as the paper's AlexNet decoder) and a bilinear resize makes the
+    output exactly out_size; a convex blend of Tanh outputs stays in [-1, 1].
     """
 
     def __init__(self, in_channels: int, in_size: int, out_channels: int, out_size: int):
@@ -51,9 +48,9 @@ class UpConvDecoder(nn.Module):
         if in_size == 1:
             layers += [nn.ConvTranspose2d(c, width, 4, 1, 0, bias=False), nn.BatchNorm2d(width), nn.ReLU(True)]
             c, in_size = width, 4
-        ups = _power_of_two_steps(in_size, out_size, "decoder output")
-        if ups == 0:
+        if in_size >= out_size:
             raise UserError(f"the decoder needs a feature map smaller than the image, got {in_size} px for {out_size} px.")
+        ups = max(1, round(math.log2(out_size / in_size)))
         for i in range(ups):
             last = i == ups - 1
             width = out_channels if last else max(32, c // 2)
@@ -61,9 +58,14 @@ class UpConvDecoder(nn.Module):
             layers += [nn.Tanh()] if last else [nn.BatchNorm2d(width), nn.ReLU(True)]
             c = width
         self.net = nn.Sequential(*layers)
+        self.out_size = out_size
+        self.resize = in_size * 2**ups != out_size
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+        x = self.net(x)
+        if self.resize:
+            x = F.interpolate(x, size=(self.out_size, self.out_size), mode="bilinear", align_corners=False)
+        return x
 
 
 class Discriminator(nn.Module):

@@ -111,16 +111,19 @@ def comparison_lines(records: pd.DataFrame) -> list[str]:
     return lines
 
 
-def inpainting_grid_figure(records: pd.DataFrame, out: str | Path, data_root=None, n: int = 8) -> Path | None:
+def inpainting_grid_figure(records: pd.DataFrame, out: str | Path, data_root=None, n: int = 8,
+                           limit: int | None = None) -> Path | None:
     """One row per method (plus the input with its hole and the original) on the same n test
     images, from the first seed's checkpoints; the columns are spread over the scored images."""
+    from ctxenc.data import eval_splits
     from ctxenc.evaluation import prepared_split
     from ctxenc.results.report import highlight
 
     frame = inpainting_rows(records)
     seed = int(frame["seed"].min())
     cells = frame[frame["seed"] == seed].drop_duplicates("checkpoint").sort_values("loss")
-    paths = [p for p in cells["checkpoint"] if Path(p).is_file()]
+    # Records hold checkpoints relative to the results folder (absolute paths stay absolute).
+    paths = [Path(out).parent / p for p in cells["checkpoint"] if (Path(out).parent / p).is_file()]
     if not paths:
         return None
     found: dict[tuple, torch.Tensor] = {}  # (METHODS index, loss, label) -> completed images
@@ -128,8 +131,9 @@ def inpainting_grid_figure(records: pd.DataFrame, out: str | Path, data_root=Non
         ckpt = load_checkpoint(path)
         model = rebuild_model(ckpt).eval()
         size = ckpt["data"]["input_size"]
-        train, _ = prepared_split(ckpt["data"]["dataset"], "train", data_root, size, None)
-        test, _ = prepared_split(ckpt["data"]["dataset"], "test", data_root, size, None)
+        train_split, test_split = eval_splits(ckpt["data"]["dataset"])
+        train, _ = prepared_split(ckpt["data"]["dataset"], train_split, data_root, size, limit)
+        test, _ = prepared_split(ckpt["data"]["dataset"], test_split, data_root, size, limit)
         scored = test[: InpaintingConfig.num_images]
         x = scored[torch.linspace(0, len(scored) - 1, n).long()]
         mask = hole_for(model, size)
@@ -159,11 +163,14 @@ def write_inpainting_report(out_dir: Path, records: pd.DataFrame, data_root=None
     table = table1(records)
     frame = inpainting_rows(records)
     (out_dir / "table.md").write_text(table.to_markdown() + "\n")
-    grid = inpainting_grid_figure(records, out_dir / "inpainting_grid.png", data_root)
+    from ctxenc.results.report import limit_warning, run_limit
+
+    grid = inpainting_grid_figure(records, out_dir / "inpainting_grid.png", data_root, limit=run_limit(out_dir))
     seconds = frame[frame["method_key"] == "context_encoder"].groupby("loss")["pretrain_seconds"].mean()
     lines = [
         f"# ctxenc results: {', '.join(records['suite'].dropna().astype(str).unique()) or out_dir.name}",
         "",
+        *limit_warning(out_dir),
         f"Inpainting on `{records['dataset'].iloc[0]}` test images with a central hole, encoder "
         f"`{records['encoder'].iloc[0]}`; metrics over the hole, images in [0, 1] (definitions in "
         "`ctxenc/evaluators/inpainting.py`). Learned rows: mean ± std over seeds "

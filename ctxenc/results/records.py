@@ -1,8 +1,15 @@
 """Long-format result rows, one per (cell, metric), in `records.csv`.
 
 Columns: suite, dataset, pretext, encoder, mask, loss, seed, protocol, metric, value,
-pretrain_seconds, eval_seconds, checkpoint. The file is rewritten atomically on every append,
+pretrain_seconds, eval_seconds, checkpoint, pretrain_dataset (where the encoder was pretrained;
+`dataset` is where it was evaluated). The file is rewritten atomically on every append,
 so it is never left partial.
+
+`protocol` is the protocol's label in the suite (default its name, e.g. segmentation_frozen).
+`metric` is the evaluator's key; a variant of a metric is named `<metric>@<qualifier>`, the
+qualifier a label fraction (`map@10%`, fine-tuning on 10% of the labels) or an encoder stage
+(`map@conv2`, the layer-wise probe); per-class IoUs are `iou/<class index>`; `val_*`, `lr*`,
+`epochs*` and `weight_decay*` rows record what was chosen on the validation split.
 """
 
 from __future__ import annotations
@@ -14,7 +21,7 @@ from pathlib import Path
 import pandas as pd
 
 COLUMNS = ["suite", "dataset", "pretext", "encoder", "mask", "loss", "seed", "protocol", "metric", "value",
-           "pretrain_seconds", "eval_seconds", "checkpoint"]
+           "pretrain_seconds", "eval_seconds", "checkpoint", "pretrain_dataset"]
 
 
 def read_records(path: str | Path) -> pd.DataFrame:

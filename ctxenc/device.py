@@ -1,0 +1,51 @@
+"""Where tensors run and in which precision: `--device` and `--amp`, in one place.
+
+Mixed precision (`--amp`): on CUDA, float16 autocast with a gradient scaler (float16's range is
+small, so the loss is scaled up before backward and gradients unscaled before the step, skipping
+steps whose gradients overflowed); on the CPU, bfloat16 autocast, which has float32's range and
+needs no scaler. BatchNorm, losses and reductions stay in float32 under autocast either way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+
+import torch
+
+from ctxenc.errors import UserError
+
+
+def resolve_device(name: str | torch.device | None) -> torch.device:
+    """'cpu', 'cuda' or 'cuda:N' -> a device that exists here, else a `UserError`.
+
+    Under torchrun, plain 'cuda' means this process's GPU, cuda:$LOCAL_RANK.
+    """
+    try:
+        device = torch.device(name or "cpu")
+    except RuntimeError:
+        raise UserError(f"unknown device {name!r}; use cpu, cuda or cuda:N.") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UserError(f"--device {name} asks for a GPU, but torch finds no CUDA device here; use --device cpu.")
+        if device.index is None and "LOCAL_RANK" in os.environ:
+            device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise UserError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s), numbered from 0.")
+        torch.cuda.set_device(device)  # NCCL's collectives and new CUDA tensors go to this GPU
+    elif device.type != "cpu":
+        raise UserError(f"unsupported device {name!r}; use cpu, cuda or cuda:N.")
+    return device
+
+
+def autocast(device: torch.device, enabled: bool):
+    """Mixed-precision context: float16 on CUDA, bfloat16 on the CPU; a no-op when not enabled."""
+    if not enabled:
+        return contextlib.nullcontext()
+    dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def grad_scaler(device: torch.device, enabled: bool) -> torch.amp.GradScaler:
+    """A loss scaler that is active only for float16 (CUDA) mixed precision."""
+    return torch.amp.GradScaler(device.type, enabled=enabled and device.type == "cuda")

@@ -1,0 +1,160 @@
+"""FCN-style semantic segmentation on encoder stages (Long et al. 2015, as the paper's VOC12 test).
+
+A 1x1 convolution on each chosen stage scores every class at that stage's resolution; the
+scores are upsampled bilinearly to the finest chosen stage, summed (the skip fusion of FCN) and
+the sum upsampled to the input size (one full-size upsampling, not one per stage: the backward
+pass of bilinear upsampling dominates the cost on a CPU), then trained with per-pixel cross-entropy that skips `ignore_index`. `frozen` trains only the
+classifiers on fixed features; `finetune` trains the encoder too. Learning rate and epochs
+are chosen on a validation split carved from train; mIoU (background included), per-class IoU
+and pixel accuracy are measured on the test split.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ctxenc.encoders import Encoder
+from ctxenc.errors import UserError
+from ctxenc.evaluators.metrics import confusion_matrix, segmentation_scores
+from ctxenc.evaluators.selection import carve_validation, train_and_select
+
+MODES = ("finetune", "frozen")
+
+
+@dataclass(frozen=True)
+class SegmentationConfig:
+    """mode: finetune (train the encoder too) or frozen; stages: encoder stages the classifiers sit
+    on (None: all); lrs: the learning-rate grid (Adam); epochs: at most this many, the best on
+    validation kept; flip: random horizontal flips (finetune only: frozen features are computed once)."""
+
+    target: ClassVar[str] = "class_maps"
+
+    mode: str = "finetune"
+    stages: tuple[str, ...] | None = None
+    lrs: tuple[float, ...] = (1e-3, 3e-3)
+    epochs: int = 10
+    batch_size: int = 64
+    weight_decay: float = 1e-4
+    val_fraction: float = 0.1
+    ignore_index: int = 255
+    flip: bool = True
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.mode not in MODES:
+            raise UserError(f"segmentation mode must be one of {', '.join(MODES)}, got {self.mode!r}.")
+        if not self.lrs or self.epochs < 1 or not 0 < self.val_fraction < 1:
+            raise UserError("segmentation needs at least one learning rate, epochs >= 1 and a validation fraction in (0, 1).")
+
+
+class FCNHead(nn.Module):
+    """{stage: (B, C_s, h_s, w_s)} -> class scores (B, K, size, size): 1x1 conv per stage, upsampled
+    to the finest stage and summed, then upsampled to size x size."""
+
+    def __init__(self, stage_channels: dict[str, int], num_classes: int, size: int):
+        super().__init__()
+        self.size = size
+        self.classifiers = nn.ModuleDict({s: nn.Conv2d(c, num_classes, 1) for s, c in stage_channels.items()})
+
+    def forward(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
+        scores = [head(features[s]) for s, head in self.classifiers.items()]
+        finest = max(x.shape[-1] for x in scores)
+        fused = sum(x if x.shape[-1] == finest else
+                    F.interpolate(x, size=(finest, finest), mode="bilinear", align_corners=False) for x in scores)
+        return F.interpolate(fused, size=(self.size, self.size), mode="bilinear", align_corners=False)
+
+
+class FCN(nn.Module):
+    """encoder + FCNHead: images (B, C, S, S) -> class scores (B, K, S, S)."""
+
+    def __init__(self, encoder: Encoder, head: FCNHead):
+        super().__init__()
+        self.encoder, self.head = encoder, head
+        self.last = [s for s in encoder.stage_names if s in head.classifiers][-1]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.encoder.forward_features(x, until=self.last))
+
+
+@torch.no_grad()
+def stage_maps(encoder: Encoder, images: torch.Tensor, stages: list[str], batch_size: int = 500) -> dict[str, torch.Tensor]:
+    """Frozen features: images (N, C, S, S) -> {stage: (N, C_s, h_s, w_s)}, encoder in eval mode."""
+    encoder.eval()
+    device = next(encoder.parameters()).device
+    chunks = [encoder.forward_features(images[i : i + batch_size].to(device), until=stages[-1]) for i in range(0, len(images), batch_size)]
+    return {s: torch.cat([c[s].cpu() for c in chunks]) for s in stages}
+
+
+def segmentation(encoder: Encoder, train: tuple[torch.Tensor, torch.Tensor], test: tuple[torch.Tensor, torch.Tensor],
+                 cfg: SegmentationConfig = SegmentationConfig()) -> dict[str, float]:
+    """train, test: (images (N, C, S, S) in [-1, 1], class maps (N, S, S) with `ignore_index`).
+
+    -> {miou, pixel_accuracy, iou/<k> per class, val_miou, lr, epochs}.
+    """
+    images, maps = train
+    maps, test_maps = maps.long(), test[1].long()
+    if maps.shape[-2:] != images.shape[-2:]:
+        raise UserError(f"class maps of size {tuple(maps.shape[-2:])} do not fit images of size {tuple(images.shape[-2:])}.")
+    stages = list(cfg.stages or encoder.stage_names)
+    unknown = [s for s in stages if s not in encoder.stage_names]
+    if unknown:
+        raise UserError(f"encoder has no stage {unknown[0]!r}; its stages are {', '.join(encoder.stage_names)}.")
+    stages = [s for s in encoder.stage_names if s in stages]  # in the encoder's order
+    labelled = torch.cat([maps[maps != cfg.ignore_index], test_maps[test_maps != cfg.ignore_index]])
+    num_classes = int(labelled.max()) + 1
+    size = images.shape[-1]
+    channels = {s: encoder.feature_shapes()[s][0] for s in stages}
+    frozen = cfg.mode == "frozen"
+    device = next(encoder.parameters()).device  # batches go where the encoder is (--device)
+
+    if frozen:
+        train_inputs, test_inputs = stage_maps(encoder, images, stages), stage_maps(encoder, test[0], stages)
+
+        def build():
+            return FCNHead(channels, num_classes, size)
+
+        def forward(model, inputs, idx):
+            return model({s: inputs[s][idx].to(device) for s in stages})
+    else:
+        train_inputs, test_inputs = images, test[0]
+
+        def build():
+            return FCN(copy.deepcopy(encoder), FCNHead(channels, num_classes, size))
+
+        def forward(model, inputs, idx):
+            return model(inputs[idx].to(device))
+
+    def loss_fn(model, idx, gen):
+        target = maps[idx]
+        if cfg.flip and not frozen:
+            flip = torch.rand(len(idx), generator=gen) < 0.5
+            x = torch.where(flip.view(-1, 1, 1, 1), images[idx].flip(-1), images[idx])
+            target = torch.where(flip.view(-1, 1, 1), target.flip(-1), target)
+            scores = model(x.to(device))
+        else:
+            scores = forward(model, train_inputs, idx)
+        return F.cross_entropy(scores, target.to(device), ignore_index=cfg.ignore_index)
+
+    def confusion(model, inputs, targets, idx):
+        total = torch.zeros(num_classes, num_classes, dtype=torch.long)
+        for i in range(0, len(idx), 500):
+            chunk = idx[i : i + 500]
+            total += confusion_matrix(forward(model, inputs, chunk).argmax(1).cpu(), targets[chunk], num_classes, cfg.ignore_index)
+        return total
+
+    fit, val = carve_validation(len(images), 1.0, cfg.val_fraction, cfg.seed)
+    chosen = train_and_select(
+        build=build, loss_fn=loss_fn,
+        score_fn=lambda model, idx: segmentation_scores(confusion(model, train_inputs, maps, idx))["miou"],
+        fit=fit, val=val, lrs=cfg.lrs, epochs=cfg.epochs, batch_size=cfg.batch_size,
+        weight_decay=cfg.weight_decay, seed=cfg.seed,
+    )
+    with torch.no_grad():
+        scores = segmentation_scores(confusion(chosen.model.eval(), test_inputs, test_maps, torch.arange(len(test_maps))))
+    return {**scores, "val_miou": chosen.val_score, "lr": chosen.lr, "epochs": float(chosen.epochs)}

@@ -1,0 +1,39 @@
+import pytest
+import torch
+
+from ctxenc.device import autocast, grad_scaler, resolve_device
+from ctxenc.engine import TrainConfig, pretrain
+from ctxenc.errors import UserError
+from ctxenc.checkpoint import load_checkpoint
+from ctxenc.pretext import PretextConfig
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without a GPU")
+def test_cuda_without_a_gpu_is_one_sentence():
+    with pytest.raises(UserError, match="no CUDA device here; use --device cpu"):
+        resolve_device("cuda")
+
+
+def test_unknown_device():
+    with pytest.raises(UserError, match="use cpu, cuda or cuda:N"):
+        resolve_device("gpu0")
+    assert resolve_device(None) == torch.device("cpu")
+
+
+def test_cpu_mixed_precision_is_bfloat16_without_a_scaler():
+    conv = torch.nn.Conv2d(1, 2, 3)
+    with autocast(torch.device("cpu"), True):
+        assert conv(torch.zeros(1, 1, 5, 5)).dtype == torch.bfloat16
+    with autocast(torch.device("cpu"), False):
+        assert conv(torch.zeros(1, 1, 5, 5)).dtype == torch.float32
+    assert not grad_scaler(torch.device("cpu"), True).is_enabled()
+
+
+def test_amp_pretraining_on_cpu_trains_and_saves_float32(fmnist_root, tmp_path):
+    cfg = TrainConfig(batch_size=32, max_steps=3, amp=True)
+    path = pretrain("fashion_mnist", {"name": "small"}, PretextConfig(adversarial=True), cfg, tmp_path / "amp",
+                    fmnist_root, progress=False, device="cpu")
+    ckpt = load_checkpoint(path)
+    assert ckpt["train"]["amp"] is True
+    assert all(v.dtype in (torch.float32, torch.int64) for v in ckpt["model"].values())
+    assert all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())

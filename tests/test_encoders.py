@@ -1,0 +1,46 @@
+import pytest
+import torch
+
+from ctxenc.encoders import create_encoder, default_input_size
+from ctxenc.errors import UserError
+from ctxenc.pretext import PretextConfig, build_pretext
+
+
+def test_alexnet_is_the_papers_conv1_to_pool5():
+    encoder = create_encoder("alexnet")
+    shapes = encoder.feature_shapes()
+    assert encoder.input_size == 227 and shapes["pool5"] == (256, 6, 6) and shapes["conv1"] == (96, 27, 27)
+    assert [shapes[f"conv{i}"][0] for i in range(1, 6)] == [96, 256, 384, 384, 256]
+
+
+def test_context_encoder_on_a_6x6_map_decodes_to_227():
+    torch.manual_seed(0)
+    model = build_pretext(PretextConfig(), create_encoder("alexnet"), torch.zeros(3)).eval()
+    ups = [m for m in model.decoder.modules() if isinstance(m, torch.nn.ConvTranspose2d)]
+    assert len(ups) == 5  # 6 -> 192, as the paper's five up-convolutions, then resized to 227
+    assert model(torch.zeros(1, 3, 227, 227)).shape == (1, 3, 227, 227)
+    # channel-wise FC sized for the 6x6 map: m * n^4 weights
+    assert model.channelwise_fc.fc.weight.numel() == 256 * 6**4
+
+
+def test_timm_backbone_through_features_only():
+    encoder = create_encoder("timm:resnet18", in_channels=1, input_size=64)
+    assert encoder.stage_names == ["act1", "layer1", "layer2", "layer3", "layer4"]
+    assert encoder.feature_shapes()["layer4"] == (512, 2, 2) and encoder.num_features == 512
+    assert list(encoder.forward_features(torch.zeros(1, 1, 64, 64), until="layer2")) == ["act1", "layer1", "layer2"]
+    assert encoder.config == {"name": "timm:resnet18", "in_channels": 1, "input_size": 64}
+    again = create_encoder(**encoder.config)  # a checkpoint rebuilds it from its config
+    again.load_state_dict(encoder.state_dict(), strict=True)
+
+
+def test_default_input_sizes():
+    assert [default_input_size(n) for n in ("small", "dcgan", "alexnet", "timm:resnet18")] == [32, 128, 227, 224]
+
+
+def test_encoder_name_errors():
+    with pytest.raises(UserError, match="timm has no model 'resnet9999'"):
+        create_encoder("timm:resnet9999")
+    with pytest.raises(UserError, match="valid encoders: alexnet, dcgan, small, timm:<model>"):
+        create_encoder("vgg")
+    with pytest.raises(UserError, match="at least 67 px"):
+        create_encoder("alexnet", input_size=32)
