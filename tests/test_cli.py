@@ -106,7 +106,7 @@ def test_scenes_bench_table2_report(fmnist_root, tmp_path, monkeypatch):
         assert (out / name).is_file(), name
     report = (out / "report.md").read_text()
     assert "Random Gaussian" in report and "53.3" in report  # the paper's table beside ours
-    assert "**context_encoder/center/l2** vs **random**" in report and "95% CI" in report
+    assert "Does **context_encoder/center/l2** beat **random**?" in report and "95% CI" in report
     # One cell re-run with the same seed gives the same numbers.
     again = tmp_path / "again"
     assert main(["bench", str(suite), "--out", str(again), "--data-root", str(fmnist_root), "--no-progress"]) == 0

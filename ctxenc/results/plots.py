@@ -25,7 +25,7 @@ def bar_plot(records: pd.DataFrame, out: str | Path, metric: str = "accuracy", s
                   for p in dict.fromkeys(summary[summary["metric"] == metric]["protocol"])]
     methods = method_order(points["method"])
     colors = plt.cm.tab10.colors
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.8), squeeze=False)
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.0), squeeze=False)
     for ax, panel in zip(axes[0], panels):
         mine = (summary["protocol"] == panel["protocol"]) & (summary["metric"] == panel["metric"])
         rows = summary[mine].set_index("method").reindex(methods)
@@ -44,7 +44,7 @@ def bar_plot(records: pd.DataFrame, out: str | Path, metric: str = "accuracy", s
         high = (rows["mean"] + rows["std"]).max() * scale
         pad = max(1.0, 0.25 * (high - low))
         ax.set_ylim(max(0.0, low - pad), min(scale, high + pad))
-        ax.set_xticks(list(x), [short_name(m) for m in methods], fontsize=8)
+        ax.set_xticks(list(x), [short_name(m) for m in methods], fontsize=7)
         ax.set_title(panel["title"], fontsize=10)
         ax.set_ylabel(f"{panel['metric'].partition('@')[0]} (%)")
         ax.grid(axis="y", alpha=0.3)
@@ -56,8 +56,8 @@ def bar_plot(records: pd.DataFrame, out: str | Path, metric: str = "accuracy", s
 
 
 def short_name(method: str) -> str:
-    """context_encoder/random_region/l2 -> 'CE\nrandom_region l2', for tick labels."""
-    return method.replace("context_encoder/", "CE\n").replace("/", " ")
+    """context_encoder/random_region/l2 -> 'CE\nrandom_region\nl2', for tick labels."""
+    return method.replace("context_encoder/", "CE\n").replace("/", "\n")
 
 
 def curve_plot(records: pd.DataFrame, out: str | Path, protocol: str, metric: str, xlabel: str, title: str,

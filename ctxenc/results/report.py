@@ -28,7 +28,7 @@ from ctxenc.masks import apply_mask, sample_masks
 from ctxenc.results.paper import PAPER_TABLES
 from ctxenc.results.plots import bar_plot, curve_plot, inpainting_grid, scenes_figure
 from ctxenc.results.records import read_records
-from ctxenc.results.tables import (column_table, difference_table, interval_table, method_order, paired_difference,
+from ctxenc.results.tables import (column_table, label_rows, difference_table, interval_table, method_order, paired_difference,
                                    paper_table, split_metric, summarize)
 
 HEADLINE_METRICS = ("accuracy", "map", "miou")
@@ -159,13 +159,18 @@ def write_transfer_report(out_dir: Path, records: pd.DataFrame, cfg: ReportConfi
                   f"{ours}. Unless this suite ran in full on the paper's data, compare the shape (who beats "
                   "whom, by how much relative to the spread), not the values."]
     if cfg.comparisons:
-        lines += ["", "## Who beats whom (paired per-seed differences, 95% t-intervals)", "",
-                  "A difference is outside seed noise when its interval excludes 0.", "",
-                  *comparison_lines(records, columns, cfg.comparisons)]
+        lines += ["", "## The paper's questions, answered (paired per-seed differences, 95% t-intervals)", "",
+                  "A gap is outside seed noise when its 95% interval excludes 0. Where the paper has both "
+                  "rows, its own gap is given for comparison.", "",
+                  *comparison_lines(records, columns, cfg.comparisons, cfg.paper)]
     curves = write_curves(out_dir, records)
     if curves:
         lines += ["", "## Curves", ""] + [f"![{title}]({path.name})" for title, path in curves]
         lines += ["", *qualified_tables(records)]
+    chosen = chosen_table(records)
+    if not chosen.empty:
+        lines += ["", "## Chosen on the validation split (seed by seed)", "", describe_training(suite), "",
+                  chosen.to_markdown()]
     try:
         inpainting, no_figure = write_inpainting_figure(out_dir, records, data_root, run_limit(out_dir)), None
     except UserError as err:  # e.g. pretraining data without held-out images: the report says why
@@ -207,21 +212,52 @@ def beside_paper(table: pd.DataFrame, columns: list[dict], paper: str) -> pd.Dat
     return pd.DataFrame.from_dict(rows, orient="index")
 
 
-def comparison_lines(records: pd.DataFrame, columns: list[dict], comparisons) -> list[str]:
+def comparison_lines(records: pd.DataFrame, columns: list[dict], comparisons, paper: str | None) -> list[str]:
+    """'Does A beat B?' per comparison and column: yes / no / not distinguishable, with the paired
+    difference, its 95% t-interval, the per-seed values and, where the paper has both rows, its gap."""
+    published = PAPER_TABLES.get(paper, {}) if paper else {}
     lines = []
     for method, baseline in comparisons:
-        lines.append(f"- **{method}** vs **{baseline}**:")
+        lines.append(f"- Does **{method}** beat **{baseline}**?")
         for col in columns:
             d = paired_difference(records, method, baseline, col["protocol"], col["metric"])
             if d is None:
-                lines.append(f"  - {col['title']}: no shared seeds")
+                lines.append(f"  - {col['title']}: not measured (no seed has both)")
                 continue
-            verdict = ("better, outside seed noise" if d["low"] > 0 else
-                       "worse, outside seed noise" if d["high"] < 0 else "within seed noise")
-            lines.append(f"  - {col['title']}: {d['mean'] * 100:+.2f} points, 95% CI [{d['low'] * 100:+.2f}, "
-                         f"{d['high'] * 100:+.2f}] (per seed: {', '.join(f'{v * 100:+.2f}' for v in d['per_seed'])}) "
-                         f"→ {verdict}")
+            answer = ("**yes**, outside seed noise" if d["low"] > 0 else
+                      "**no**, it is worse, outside seed noise" if d["high"] < 0 else
+                      "**not distinguishable** from seed noise")
+            line = (f"  - {col['title']}: {answer}: {d['mean'] * 100:+.2f} points, 95% CI [{d['low'] * 100:+.2f}, "
+                    f"{d['high'] * 100:+.2f}] (per seed: {', '.join(f'{v * 100:+.2f}' for v in d['per_seed'])})")
+            if "paper" in col and method in published and baseline in published:
+                line += f"; paper: {published[method][col['paper']] - published[baseline][col['paper']]:+.1f} points"
+            lines.append(line)
     return lines
+
+
+def chosen_table(records: pd.DataFrame) -> pd.DataFrame:
+    """What validation chose (seed by seed): rows = protocol + learning rate / epochs / probe penalty, columns = method."""
+    frame = label_rows(records)
+    chosen = frame[frame["metric"].map(lambda m: split_metric(m)[0] in ("lr", "epochs", "weight_decay"))]
+    if chosen.empty:
+        return pd.DataFrame()
+    chosen = chosen.sort_values("seed").assign(column=chosen["protocol"] + " " + chosen["metric"])
+    table = chosen.groupby(["column", "method"], sort=False)["value"].agg(lambda v: " / ".join(f"{x:g}" for x in v)).unstack()
+    table = table[method_order(table.columns)]
+    table.index.name, table.columns.name = None, None
+    return table
+
+
+def describe_training(suite: dict) -> str:
+    """One sentence on the pretraining schedule, from the suite."""
+    train = suite.get("train") or {}
+    dataset = suite.get("dataset")
+    images = dataset.get("train_scenes") if isinstance(dataset, dict) else None
+    parts = [f"{train['epochs']} epochs" if "epochs" in train else None,
+             f"of {images} images" if images else None,
+             f"batch {train['batch_size']}" if "batch_size" in train else None,
+             f"Adam lr {train['lr']:g}" if "lr" in train else None]
+    return "Pretraining: " + ", ".join(p for p in parts if p) + "." if any(parts) else ""
 
 
 def qualified_families(records: pd.DataFrame) -> list[tuple[str, str, bool]]:
