@@ -28,7 +28,9 @@ def read_records(path: str | Path) -> pd.DataFrame:
     path = Path(path)
     if not path.exists():
         return pd.DataFrame(columns=COLUMNS)
-    return pd.read_csv(path, keep_default_na=False, na_values=[""])
+    frame = pd.read_csv(path, keep_default_na=False, na_values=[""])
+    # Records written before a column existed read it as empty, so old results still report.
+    return frame.reindex(columns=[*COLUMNS, *[c for c in frame.columns if c not in COLUMNS]])
 
 
 def append_records(path: str | Path, rows: list[dict]) -> pd.DataFrame:
