@@ -71,7 +71,7 @@ def test_pretrain_killed_and_resumed_equals_uninterrupted(fmnist_root, tmp_path)
     assert not (killed / "last.pt").exists()
 
 
-def test_resume_refuses_a_snapshot_of_other_settings(fmnist_root, tmp_path):
+def test_resume_refuses_a_snapshot_of_other_settings(fmnist_root, tmp_path, capsys):
     from ctxenc.cli import main
 
     out = tmp_path / "run"
@@ -79,8 +79,11 @@ def test_resume_refuses_a_snapshot_of_other_settings(fmnist_root, tmp_path):
             "--checkpoint-every", "2", "--out", str(out), "--no-progress"]
     assert main(base + ["--max-steps", "5"]) == 0
     (out / "checkpoint.pt").rename(out / "last.pt")  # pretend the run was interrupted
-    ckpt = load_checkpoint(out / "last.pt")
-    assert main(base + ["--max-steps", "6", "--resume"]) == 2 and ckpt["done"]
+    before = (out / "last.pt").read_bytes()
+    capsys.readouterr()
+    assert main(base + ["--max-steps", "6", "--resume"]) == 2
+    assert "belongs to a run with other settings" in capsys.readouterr().err
+    assert (out / "last.pt").read_bytes() == before  # the snapshot is left as it was
 
 
 SUITE = """suite: killme

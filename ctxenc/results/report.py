@@ -72,10 +72,6 @@ def write_report(out_dir: str | Path, data_root=None) -> Path:
         f"Paired per-seed differences (points) with 95% t intervals:\n\n{differences}\n"
     )
     bar_plot(records, out_dir / "bars.png")
-    try:
-        inpainting, no_figure = write_inpainting_figure(out_dir, records, data_root, run_limit(out_dir)), None
-    except UserError as err:  # e.g. pretraining data without held-out images: the report says why
-        inpainting, no_figure = None, str(err)
     lines = [
         f"# ctxenc results: {', '.join(records['suite'].dropna().astype(str).unique()) or out_dir.name}",
         "",
@@ -105,10 +101,7 @@ def write_report(out_dir: str | Path, data_root=None) -> Path:
         "",
         *ranking_lines(records),
     ]
-    if inpainting:
-        lines += ["", "## Inpainting by the context encoders (test images, first seed)", "", f"![inpainting]({inpainting.name})"]
-    elif no_figure:
-        lines += ["", f"No inpainting figure: {no_figure}"]
+    lines += inpainting_section(out_dir, records, data_root)
     (out_dir / "report.md").write_text("\n".join(lines) + "\n")
     return out_dir / "report.md"
 
@@ -171,14 +164,7 @@ def write_transfer_report(out_dir: Path, records: pd.DataFrame, cfg: ReportConfi
     if not chosen.empty:
         lines += ["", "## Chosen on the validation split (seed by seed)", "", describe_training(suite), "",
                   chosen.to_markdown()]
-    try:
-        inpainting, no_figure = write_inpainting_figure(out_dir, records, data_root, run_limit(out_dir)), None
-    except UserError as err:  # e.g. pretraining data without held-out images: the report says why
-        inpainting, no_figure = None, str(err)
-    if inpainting:
-        lines += ["", "## Inpainting by the context encoders (test images, first seed)", "", f"![inpainting]({inpainting.name})"]
-    elif no_figure:
-        lines += ["", f"No inpainting figure: {no_figure}"]
+    lines += inpainting_section(out_dir, records, data_root)
     (out_dir / "report.md").write_text("\n".join(lines) + "\n")
     return out_dir / "report.md"
 
@@ -321,6 +307,17 @@ def ranking_lines(records: pd.DataFrame, metric: str = "accuracy") -> list[str]:
         ranked = rows.sort_values("mean", ascending=False)
         lines.append(f"- **{protocol}**: " + " > ".join(f"{m} ({v * 100:.1f})" for m, v in zip(ranked["method"], ranked["mean"])))
     return lines
+
+
+def inpainting_section(out_dir: Path, records: pd.DataFrame, data_root=None) -> list[str]:
+    """The report's inpainting figure, or one line saying why there is none."""
+    try:
+        figure = write_inpainting_figure(out_dir, records, data_root, run_limit(out_dir))
+    except UserError as err:  # e.g. pretraining data without held-out images: the report says why
+        return ["", f"No inpainting figure: {err}"]
+    if figure is None:
+        return []
+    return ["", "## Inpainting by the context encoders (test images, first seed)", "", f"![inpainting]({figure.name})"]
 
 
 def write_inpainting_figure(out_dir: Path, records: pd.DataFrame, data_root=None, limit: int | None = None,

@@ -82,8 +82,6 @@ def paired_difference(records: pd.DataFrame, method: str, baseline: str, protoco
 
     Returns None when the two share no seed. With one shared seed the interval is infinite.
     """
-    from scipy import stats
-
     frame = label_rows(records)
     rows = frame[(frame["protocol"] == protocol) & (frame["metric"] == metric)]
     by_seed = rows.pivot_table(index="seed", columns="method", values="value")
@@ -92,9 +90,11 @@ def paired_difference(records: pd.DataFrame, method: str, baseline: str, protoco
     diff = (by_seed[method] - by_seed[baseline]).dropna()
     if diff.empty:
         return None
-    n, mean = len(diff), float(diff.mean())
-    half = float(stats.t.ppf(0.5 + confidence / 2, n - 1) * diff.std(ddof=1) / n**0.5) if n > 1 else float("inf")
-    return {"mean": mean, "low": mean - half, "high": mean + half, "n": n, "per_seed": diff.tolist()}
+    mean, low, high = t_interval(diff, confidence)
+    if len(diff) == 1:  # one shared seed: no spread to estimate, the interval is unbounded
+        low, high = float("-inf"), float("inf")
+    n = len(diff)
+    return {"mean": mean, "low": low, "high": high, "n": n, "per_seed": diff.tolist()}
 
 
 def interval_table(records: pd.DataFrame, metric: str = "accuracy", scale: float = 100.0) -> pd.DataFrame:
