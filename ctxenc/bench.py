@@ -31,9 +31,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import socket
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,6 +40,7 @@ from ctxenc.config import from_dict, read_yaml
 from ctxenc.data import dataset_name, dataset_tasks
 from ctxenc.engine import TrainConfig, pretrain
 from ctxenc.errors import UserError
+from ctxenc.io import output_lock
 from ctxenc.evaluation import check_protocol_fits, evaluate, resolve_protocol
 from ctxenc.pretext import PretextConfig
 from ctxenc.results.records import append_records, read_records
@@ -192,45 +190,3 @@ def check_output_folder(out: Path, limit: int | None) -> None:
 
 def _limit_words(limit: int | None) -> str:
     return f"--limit {limit}" if limit else "no --limit"
-
-@contextmanager
-def output_lock(out: Path):
-    """Hold `out/.lock` (pid@host) while running; a lock whose process is dead is taken over."""
-    lock = out / ".lock"
-    me = f"{os.getpid()}@{socket.gethostname()}"
-    for _ in range(2):
-        try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            owner = lock.read_text().strip() if lock.exists() else ""
-            if _alive(owner):
-                raise UserError(f"another ctxenc bench (process {owner}) is writing to {out}; wait for it to finish "
-                                "or use another --out.") from None
-            lock.unlink(missing_ok=True)  # left by a dead process
-            continue
-        with os.fdopen(fd, "w") as f:
-            f.write(me)
-        break
-    else:
-        raise UserError(f"could not take the lock {lock}; remove it if no ctxenc bench is running.")
-    try:
-        yield
-    finally:
-        if lock.exists() and lock.read_text().strip() == me:
-            lock.unlink()
-
-
-def _alive(owner: str) -> bool:
-    """Whether the process named 'pid@host' is running (on another host: assume it is)."""
-    pid, _, host = owner.partition("@")
-    if not pid.isdigit():
-        return False
-    if host != socket.gethostname():
-        return True
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

@@ -8,13 +8,13 @@ weights: an evaluator rebuilds the encoder from the file alone.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import torch
 
 from ctxenc.encoders import Encoder, create_encoder
 from ctxenc.errors import UserError
+from ctxenc.io import atomic_write
 from ctxenc.pretext import PretextConfig, build_pretext
 
 FORMAT = "ctxenc-checkpoint-1"
@@ -22,18 +22,7 @@ FORMAT = "ctxenc-checkpoint-1"
 
 def save_checkpoint(path: str | os.PathLike, payload: dict) -> None:
     """Write to a temporary file beside `path`, then rename: a kill never leaves a torn file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save({"format": FORMAT, **payload}, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda f: torch.save({"format": FORMAT, **payload}, f))
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict:

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import torch
 
-from ctxenc.bench import output_lock
+from ctxenc.io import output_lock
 from ctxenc.checkpoint import load_checkpoint
 from ctxenc.errors import UserError
 

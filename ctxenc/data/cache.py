@@ -24,9 +24,7 @@ from typing import Callable
 import numpy as np
 from tqdm import tqdm
 
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("CTXENC_CACHE") or Path.home() / ".cache" / "ctxenc")
+from ctxenc.io import cache_root
 
 
 def file_fingerprint(paths: list[Path]) -> str:
@@ -47,7 +45,7 @@ def decoded_arrays(key: dict, count: int, fields: dict[str, tuple[tuple[int, ...
     torch can wrap them and nothing a caller writes reaches the cache.
     """
     name = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
-    folder = cache_dir() / "decoded" / name
+    folder = cache_root() / "decoded" / name
     if not (folder / "key.json").is_file():
         _decode_into(folder, key, count, fields, decode, desc)
     return {field: np.load(folder / f"{field}.npy", mmap_mode="c") for field in fields}

@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -30,6 +28,7 @@ import torch.nn.functional as F
 
 from ctxenc.data import ImageDataset
 from ctxenc.errors import UserError
+from ctxenc.io import atomic_write, cache_root
 
 IGNORE = 255
 NUM_ITEM_CLASSES = 10
@@ -64,10 +63,6 @@ class ScenesConfig:
             raise UserError(f"FashionScenes needs at least one scene per split, got {self.train_scenes} and {self.test_scenes}.")
 
 
-def cache_root() -> Path:
-    return Path(os.environ.get("CTXENC_CACHE") or Path.home() / ".cache" / "ctxenc")
-
-
 def load_fashion_scenes(split: str, cfg: ScenesConfig, items: ImageDataset) -> ImageDataset:
     """The scenes of `split` built from `items` (Fashion-MNIST of the same split), cached on disk."""
     fingerprint = hashlib.sha1(items.images.numpy().tobytes() + items.labels.numpy().tobytes()).hexdigest()[:12]
@@ -79,22 +74,10 @@ def load_fashion_scenes(split: str, cfg: ScenesConfig, items: ImageDataset) -> I
     else:
         count = cfg.train_scenes if split == "train" else cfg.test_scenes
         data = make_scenes(items.images, items.labels, count, cfg, cfg.seed + SPLIT_OFFSET[split])
-        save_atomic(path, data)
+        atomic_write(path, lambda f: torch.save(data, f))
         (path.parent / "config.json").write_text(json.dumps({**asdict(cfg), "version": GENERATOR_VERSION, "items": fingerprint}, indent=1))
     return ImageDataset(name="fashion_scenes", split=split, images=data["images"], labels=data["labels"],
                         num_classes=NUM_ITEM_CLASSES, task="multi_label", class_maps=data["class_maps"], boxes=data["boxes"])
-
-
-def save_atomic(path: Path, payload: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def backgrounds(n: int, size: int, gen: torch.Generator) -> torch.Tensor:

@@ -14,11 +14,11 @@ qualifier a label fraction (`map@10%`, fine-tuning on 10% of the labels) or an e
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import pandas as pd
+
+from ctxenc.io import atomic_write
 
 COLUMNS = ["suite", "dataset", "pretext", "encoder", "mask", "loss", "seed", "protocol", "metric", "value",
            "pretrain_seconds", "eval_seconds", "checkpoint", "pretrain_dataset"]
@@ -35,15 +35,6 @@ def read_records(path: str | Path) -> pd.DataFrame:
 
 def append_records(path: str | Path, rows: list[dict]) -> pd.DataFrame:
     """Append `rows` to the CSV at `path` (created if missing), atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     frame = pd.concat([read_records(path), pd.DataFrame(rows, columns=COLUMNS)], ignore_index=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", newline="") as f:
-            frame.to_csv(f, index=False)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda f: frame.to_csv(f, index=False), binary=False)
     return frame
