@@ -9,8 +9,9 @@ A suite file (see benchmarks/demo.yaml, benchmarks/paper_table2.yaml):
     pretrain_split: train+unlabeled               # ... on this split (default: its train split)
     encoder: {name: small}
     seeds: [0, 1]
-    train: {epochs: 2, batch_size: 64}           # TrainConfig fields
-    pretexts:                                     # PretextConfig fields
+    train: {steps: 2000, batch_size: 64}         # TrainConfig fields: the same budget for every pretext
+    pretrain_steps: [0, 500, 2000]                # optional: a pretraining-length sweep (overrides train.steps)
+    pretexts:                                     # {name: NAME, **that pretext's options}
       - {name: random}
       - {name: context_encoder, mask: random_region}
     protocols:                                    # a name, a YAML file, or a mapping; a mapping
@@ -19,11 +20,13 @@ A suite file (see benchmarks/demo.yaml, benchmarks/paper_table2.yaml):
       - {protocol: segmentation, label: segmentation_frozen, mode: frozen}
     report: {paper: table2, columns: [...], comparisons: [...]}   # see ctxenc/results/report.py
 
-Cells whose records exist are skipped and an interrupted pretraining resumes from its snapshot,
+Every pretext row gets its label from the pretext (every option off its default is in it), and
+a suite whose rows share a label is refused before any work, as is a report section naming a
+protocol or method the suite does not run. Cells whose records exist are skipped and an interrupted pretraining resumes from its snapshot,
 so a re-run continues where a killed one ended. A lock file keeps a second run off the same
 output folder while the first is alive.
 `--limit N` runs every pretext and protocol on N images per split, for the first seed only, with
-3 training steps and shortened evaluators (LIMIT_OVERRIDES), into its own folder, so a long
+3 training steps and evaluators shortened as each protocol's registration says, into its own folder, so a long
 suite is checked end to end in about a minute.
 """
 
@@ -31,6 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,15 +44,12 @@ from ctxenc.config import from_dict, read_yaml
 from ctxenc.data import dataset_name, dataset_tasks
 from ctxenc.engine import TrainConfig, pretrain
 from ctxenc.errors import UserError
-from ctxenc.io import output_lock
 from ctxenc.evaluation import check_protocol_fits, evaluate, resolve_protocol
-from ctxenc.pretext import PretextConfig
+from ctxenc.evaluators import PROTOCOLS
+from ctxenc.io import atomic_write_text, output_lock
+from ctxenc.pretext import PretextSpec, pretext_spec
 from ctxenc.results.records import append_records, read_records
 
-# Under --limit, evaluator options of these names are capped (where a protocol has them), and
-# hyper-parameter grids shrink to their first value: the check is of the plumbing, not the search.
-LIMIT_OVERRIDES = {"epochs": 1, "min_steps": 0, "max_iter": 10, "max_steps": 3}
-LIMIT_FIRST_ONLY = ("lrs", "weight_decays")
 LIMIT_TRAIN_STEPS = 3
 
 
@@ -61,6 +62,7 @@ class Suite:
     encoder: dict = field(default_factory=lambda: {"name": "small"})
     seeds: tuple[int, ...] = (0,)
     train: dict = field(default_factory=dict)
+    pretrain_steps: tuple[int, ...] | None = None
     pretexts: tuple[dict, ...] = ({"name": "random"},)
     protocols: tuple = ("linear_probe",)
     limit: int | None = None
@@ -69,14 +71,40 @@ class Suite:
     # when other jobs share the cores (measured: 20x slower fine-tuning with 2 threads under load).
     threads: int | None = None
 
+    def __post_init__(self):
+        if not isinstance(self.suite, str) or not self.suite:
+            raise UserError(f"a suite needs a name (suite: NAME), got {self.suite!r}.")
+        for key in ("seeds", "pretexts", "protocols") + (("pretrain_steps",) if self.pretrain_steps is not None else ()):
+            if not isinstance(getattr(self, key), tuple) or not getattr(self, key):
+                raise UserError(f"the suite's {key} must be a non-empty list, got {getattr(self, key)!r}.")
+        if not all(isinstance(s, int) and not isinstance(s, bool) for s in self.seeds):
+            raise UserError(f"the suite's seeds must be whole numbers, got {list(self.seeds)}.")
+        if self.pretrain_steps is not None and not all(isinstance(s, int) and s >= 0 for s in self.pretrain_steps):
+            raise UserError(f"pretrain_steps must be whole numbers >= 0, got {list(self.pretrain_steps)}.")
+        for key in ("train", "report", "encoder"):
+            if not isinstance(getattr(self, key), dict):
+                raise UserError(f"the suite's {key} must be a mapping of option: value, got {getattr(self, key)!r}.")
+        if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
+            raise UserError(f"threads must be a whole number of at least 1, got {self.threads!r}.")
+        if self.limit is not None and (not isinstance(self.limit, int) or self.limit < 1):
+            raise UserError(f"limit must be a whole number of at least 1, got {self.limit!r}.")
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One pretraining (pretext x steps x seed) and the protocols still to run on it."""
+
+    pretext: PretextSpec
+    seed: int
+    steps: int | None  # a sweep's pretraining length, None outside a sweep
+
+    def folder(self, out: Path) -> Path:
+        steps = [f"steps{self.steps}"] if self.steps is not None else []
+        return out.joinpath("runs", self.pretext.label.replace("/", "-"), *steps, f"seed{self.seed}")
+
 
 def load_suite(path: str | Path) -> Suite:
     return from_dict(Suite, read_yaml(path), f"suite {path}")
-
-
-def pretext_label(cfg: PretextConfig) -> str:
-    """How a pretext is named in tables: random, autoencoder, context_encoder/random_region/l2."""
-    return cfg.name if not cfg.uses_masks else f"{cfg.name}/{cfg.mask}/{cfg.loss}"
 
 
 def resolve_protocols(suite: Suite, path: Path) -> list[tuple[str, str, object, str | dict]]:
@@ -89,18 +117,39 @@ def resolve_protocols(suite: Suite, path: Path) -> list[tuple[str, str, object, 
             dataset = spec.pop("dataset")
         label, name, cfg = resolve_protocol(spec, search=(path.parent, path.parent.parent))
         resolved.append((label, name, cfg, dataset))
+    labels = [r[0] for r in resolved]
+    twice = sorted({x for x in labels if labels.count(x) > 1})
+    if twice:
+        raise UserError(f"protocol label {twice[0]!r} appears twice in {path}; give each entry its own `label`.")
     return resolved
 
 
-def limited(cfg, limit: int | None):
-    """A protocol config with LIMIT_OVERRIDES applied where it has those fields."""
-    if not limit:
-        return cfg
-    names = {f.name for f in dataclasses.fields(cfg)}
-    changes = {k: min(v, getattr(cfg, k)) for k, v in LIMIT_OVERRIDES.items()
-               if k in names and isinstance(getattr(cfg, k), int)}
-    changes.update({k: getattr(cfg, k)[:1] for k in LIMIT_FIRST_ONLY if k in names and getattr(cfg, k)})
-    return dataclasses.replace(cfg, **changes)
+def resolve_pretexts(suite: Suite, path: Path) -> list[PretextSpec]:
+    """The suite's pretext rows; two rows with one label (same options) are refused before any work."""
+    specs = [pretext_spec(p, f"pretexts of {path}") for p in suite.pretexts]
+    labels = [s.label for s in specs]
+    twice = sorted({x for x in labels if labels.count(x) > 1})
+    if twice:
+        raise UserError(f"two pretext rows of {path} are both {twice[0]!r}; rows must differ in some option.")
+    return specs
+
+
+def check_report(suite: Suite, path: Path, methods: list[str], protocols: list[str]) -> None:
+    """The report section names only protocols and methods the suite runs (a typo fails now, not in an hour)."""
+    from ctxenc.results.report import ReportConfig
+
+    cfg = from_dict(ReportConfig, suite.report, f"report of {path}")
+    for col in cfg.columns:
+        if col["protocol"] not in protocols:
+            raise UserError(f"report column {col['title']!r} of {path} names protocol {col['protocol']!r}, which the suite "
+                            f"does not run; its protocols: {', '.join(protocols)}.")
+    for pair in cfg.comparisons:
+        if not isinstance(pair, (list, tuple)) or len(pair) != 2:
+            raise UserError(f"each report comparison of {path} is a pair [method, baseline], got {pair!r}.")
+        for method in pair:
+            if method not in methods:
+                raise UserError(f"report comparison {list(pair)} of {path} names {method!r}, which is not a row of the suite; "
+                                f"its rows: {', '.join(methods)}.")
 
 
 def run_suite(path: str | Path, out_dir: str | Path | None = None, data_root=None, limit: int | None = None,
@@ -113,9 +162,12 @@ def run_suite(path: str | Path, out_dir: str | Path | None = None, data_root=Non
     path = Path(path)
     suite = load_suite(path)
     limit = limit or suite.limit
+    if limit is not None and limit < 1:
+        raise UserError(f"--limit must be at least 1, got {limit}.")
     out = Path(out_dir) if out_dir else Path("results") / (suite.suite + (f"-limit{limit}" if limit else ""))
-    pretexts = [from_dict(PretextConfig, p, f"pretexts of {path}") for p in suite.pretexts]
+    pretexts = resolve_pretexts(suite, path)
     protocols = resolve_protocols(suite, path)
+    check_report(suite, path, [p.label for p in pretexts], [label for label, *_ in protocols])
     from_dict(TrainConfig, suite.train, f"train of {path}")  # reject bad keys before any work
     pretrain_dataset = suite.pretrain_dataset or suite.dataset
     dataset_tasks(pretrain_dataset, data_root)  # an unknown name or a missing folder fails now, not after a pretraining
@@ -123,56 +175,67 @@ def run_suite(path: str | Path, out_dir: str | Path | None = None, data_root=Non
         check_protocol_fits(name, dataset, data_root)
     check_output_folder(out, limit)
     if suite.threads is not None:
-        if suite.threads < 1:
-            raise UserError(f"threads must be at least 1, got {suite.threads} in {path}.")
         torch.set_num_threads(suite.threads)
     out.mkdir(parents=True, exist_ok=True)
     with output_lock(out):
-        (out / "run.json").write_text(json.dumps({"limit": limit}) + "\n")
-        (out / "suite.yaml").write_text(path.read_text())  # the config beside the results
-        run_cells(suite, pretexts, protocols, out, data_root, limit, progress, device, amp)
+        atomic_write_text(out / "run.json", json.dumps({"limit": limit}) + "\n")
+        atomic_write_text(out / "suite.yaml", path.read_text())  # the config beside the results
+        seeds = suite.seeds[:1] if limit else suite.seeds  # a plumbing check: more seeds only repeat it
+        steps = suite.pretrain_steps or (None,)
+        for cell in [Cell(p, seed, s) for p in pretexts for s in steps for seed in seeds]:
+            run_cell(suite, cell, protocols, out, data_root, limit, progress, device, amp)
     return out
 
 
-def run_cells(suite: Suite, pretexts, protocols, out: Path, data_root, limit, progress, device, amp) -> None:
-    pretrain_dataset = suite.pretrain_dataset or suite.dataset
+def run_cell(suite: Suite, cell: Cell, protocols, out: Path, data_root, limit, progress, device, amp) -> None:
+    """Pretrain the cell (or resume it) and run its missing protocols, appending their records."""
     records = out / "records.csv"
-    seeds = suite.seeds[:1] if limit else suite.seeds  # a plumbing check: more seeds only repeat it
-    for pretext in pretexts:
-        for seed in seeds:
-            train = from_dict(TrainConfig, {**suite.train, "seed": seed}, f"train of suite {suite.suite}")
-            if amp:
-                train = dataclasses.replace(train, amp=True)
-            if limit:
-                train = dataclasses.replace(train, max_steps=min(train.max_steps or LIMIT_TRAIN_STEPS, LIMIT_TRAIN_STEPS),
-                                            batch_size=min(train.batch_size, limit))
-            cell = out / "runs" / pretext_label(pretext).replace("/", "-") / f"seed{seed}"
-            checkpoint = cell / "checkpoint.pt"
-            done = read_records(records)
-            todo = [(label, name, cfg, ds) for label, name, cfg, ds in protocols
-                    if not _has_record(done, pretext, seed, label, dataset_name(ds))]
-            if not todo:
-                continue
-            if not checkpoint.exists():
-                print(f"[{suite.suite}] pretrain {pretext_label(pretext)} seed {seed} on {dataset_name(pretrain_dataset)}", flush=True)
-                pretrain(pretrain_dataset, suite.encoder, pretext, train, cell, data_root, limit=limit, progress=progress,
-                         resume=True, split=suite.pretrain_split, device=device)
-            for label, name, cfg, dataset in todo:
-                if hasattr(cfg, "seed"):  # the seed varies pretraining and evaluation together
-                    cfg = dataclasses.replace(cfg, seed=seed)
-                print(f"[{suite.suite}] {label} on {dataset_name(dataset)}, {pretext_label(pretext)} seed {seed}", flush=True)
-                rows = evaluate(checkpoint, name, limited(cfg, limit), dataset, data_root, limit=limit, label=label,
-                                device=device)
-                # Checkpoints are recorded relative to the results folder, so the folder can move.
-                rows = [{**row, "suite": suite.suite, "checkpoint": str(checkpoint.relative_to(out))} for row in rows]
-                append_records(records, rows)
+    done = read_records(records)
+    todo = [(label, name, cfg, ds) for label, name, cfg, ds in protocols
+            if not _has_record(done, cell, label, dataset_name(ds))]
+    if not todo:
+        return
+    tic = time.perf_counter()
+    train = from_dict(TrainConfig, {**suite.train, "seed": cell.seed}, f"train of suite {suite.suite}")
+    if cell.steps is not None:
+        train = dataclasses.replace(train, steps=cell.steps)
+    if amp:
+        train = dataclasses.replace(train, amp=True)
+    if limit:
+        train = dataclasses.replace(train, max_steps=min(train.max_steps or LIMIT_TRAIN_STEPS, LIMIT_TRAIN_STEPS),
+                                    batch_size=min(train.batch_size, limit))
+    folder = cell.folder(out)
+    checkpoint = folder / "checkpoint.pt"
+    pretrain_dataset = suite.pretrain_dataset or suite.dataset
+    what = f"{cell.pretext.label} seed {cell.seed}" + (f" ({cell.steps} steps)" if cell.steps is not None else "")
+    if not checkpoint.exists():
+        print(f"[{suite.suite}] pretrain {what} on {dataset_name(pretrain_dataset)}", flush=True)
+        pretrain(pretrain_dataset, suite.encoder, cell.pretext, train, folder, data_root, limit=limit, progress=progress,
+                 resume=True, split=suite.pretrain_split, device=device)
+    for label, name, cfg, dataset in todo:
+        if hasattr(cfg, "seed"):  # the seed varies pretraining and evaluation together
+            cfg = dataclasses.replace(cfg, seed=cell.seed)
+        if hasattr(cfg, "predictions_out"):  # protocols that leave predictions for the report's figures
+            cfg = dataclasses.replace(cfg, predictions_out=str(folder / f"predictions-{label}.pt"))
+        if limit:
+            cfg = PROTOCOLS[name].limited(cfg)
+        print(f"[{suite.suite}] {label} on {dataset_name(dataset)}, {what}", flush=True)
+        rows = evaluate(checkpoint, name, cfg, dataset, data_root, limit=limit, label=label, device=device)
+        # Checkpoints are recorded relative to the results folder, so the folder can move.
+        wall = round(time.perf_counter() - tic, 2)
+        rows = [{**row, "suite": suite.suite, "checkpoint": str(checkpoint.relative_to(out)), "wall_seconds": wall}
+                for row in rows]
+        append_records(records, rows)
+        tic = time.perf_counter()
 
 
-def _has_record(done, pretext: PretextConfig, seed: int, label: str, dataset: str) -> bool:
+def _has_record(done, cell: Cell, label: str, dataset: str) -> bool:
     if done.empty:
         return False
-    hit = ((done["pretext"] == pretext.name) & (done["mask"] == pretext.mask_label) & (done["loss"] == pretext.loss)
-           & (done["seed"] == seed) & (done["protocol"] == label) & (done["dataset"] == dataset))
+    hit = ((done["method"] == cell.pretext.label) & (done["seed"] == cell.seed) & (done["protocol"] == label)
+           & (done["dataset"] == dataset))
+    if cell.steps is not None:
+        hit &= done["pretrain_steps"] == cell.steps
     return bool(hit.any())
 
 
@@ -182,7 +245,10 @@ def check_output_folder(out: Path, limit: int | None) -> None:
         raise UserError(f"output {out} exists and is not a folder.")
     marker = out / "run.json"
     if marker.is_file():
-        before = json.loads(marker.read_text()).get("limit")
+        try:
+            before = json.loads(marker.read_text()).get("limit")
+        except (json.JSONDecodeError, AttributeError):
+            raise UserError(f"{marker} is damaged; remove it if {out} holds no results you need, or pass another --out.") from None
         if before != limit:
             raise UserError(f"{out} holds a run made with {_limit_words(before)}, this one has {_limit_words(limit)}; "
                             "pass another --out.")

@@ -15,9 +15,10 @@ import torch
 from ctxenc.encoders import Encoder, create_encoder
 from ctxenc.errors import UserError
 from ctxenc.io import atomic_write
-from ctxenc.pretext import PretextConfig, build_pretext
+from ctxenc.pretext import PretextSpec, PretrainData, build_pretext, pretext_spec
 
-FORMAT = "ctxenc-checkpoint-1"
+FORMAT = "ctxenc-checkpoint-2"  # 2: pretexts as plug-ins (pretext options by name, optimizers by name)
+OLD_FORMATS = ("ctxenc-checkpoint-1",)
 
 
 def save_checkpoint(path: str | os.PathLike, payload: dict) -> None:
@@ -34,15 +35,24 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception:  # pickle, zip and unpickler errors all mean: not a checkpoint
         raise UserError(f"{path} is not a readable ctxenc checkpoint; pass the checkpoint.pt written by 'ctxenc pretrain'.") from None
+    if isinstance(ckpt, dict) and ckpt.get("format") in OLD_FORMATS:
+        raise UserError(f"{path} predates ctxenc's pretext plug-in format ({ckpt['format']}); pretrain it again with this version.")
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise UserError(f"{path} is not a ctxenc checkpoint (no '{FORMAT}' marker); pass one written by 'ctxenc pretrain'.")
     return ckpt
 
 
+def checkpoint_pretext(ckpt: dict) -> PretextSpec:
+    """The pretext a checkpoint was trained with."""
+    return pretext_spec(ckpt["pretext"], "the checkpoint's pretext")
+
+
 def rebuild_model(ckpt: dict) -> torch.nn.Module:
-    """The full pretext model (encoder, decoder, discriminator) with the checkpoint's weights."""
+    """The full pretext model (encoder, decoder, discriminator, heads) with the checkpoint's weights."""
     encoder = create_encoder(**ckpt["encoder"])
-    model = build_pretext(PretextConfig(**ckpt["pretext"]), encoder, torch.tensor(ckpt["data"]["fill"]))
+    data = ckpt["data"]
+    info = PretrainData(fill=torch.tensor(data["fill"]), num_classes=data.get("num_classes"), task=data.get("task"))
+    model = build_pretext(checkpoint_pretext(ckpt), encoder, info)
     _load_strict(model, ckpt["model"], ckpt)
     return model
 

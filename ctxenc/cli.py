@@ -15,12 +15,12 @@ from ctxenc.errors import UserError
 EPILOG = ("Data: --data-root DIR, else $CTXENC_DATA, else (Fashion-MNIST) Debian's dataset-fashion-mnist package, else --download. "
           "DIR is the folder torchvision's class takes: it holds cifar-10-batches-py/, cifar-100-python/, stl10_binary/, "
           "VOCdevkit/; --dataset imagefolder:SUB reads DIR/SUB.")
-DATASET_HELP = ("fashion_mnist (default), cifar10, cifar100, stl10, voc2007 (multi-label), voc2012_seg (segmentation), "
-                "imagefolder (DIR itself) or imagefolder:SUB (DIR/SUB: class subfolders, or loose images for pretraining)")
 
 
 def add_data_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--dataset", default="fashion_mnist", help=DATASET_HELP)
+    from ctxenc.data import describe_datasets
+
+    p.add_argument("--dataset", default="fashion_mnist", help=describe_datasets())
     p.add_argument("--data-root", metavar="DIR", help="folder holding the dataset files (default: $CTXENC_DATA, then the Debian package's folder)")
     p.add_argument("--download", action="store_true", help="download the dataset with torchvision when it is not found (needs internet)")
     p.add_argument("--limit", type=int, metavar="N", help="use only the first N images of each split (quick end-to-end checks)")
@@ -31,6 +31,7 @@ def add_device_option(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from ctxenc.engine import TrainConfig
     from ctxenc.evaluators import PROTOCOLS
     from ctxenc.masks import MASKS
     from ctxenc.pretext import PRETEXTS
@@ -40,28 +41,37 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("pretrain", help="pretrain an encoder with a pretext task; writes OUT/checkpoint.pt and OUT/log.jsonl",
-                       description="Pretrain an encoder with a pretext task on the train split (images only, no labels).", epilog=EPILOG)
-    p.add_argument("--pretext", required=True, choices=PRETEXTS, help="random: N(0, 0.02) init, no training; autoencoder: reconstruct the whole unmasked image; context_encoder: inpaint masked pixels")
-    p.add_argument("--mask", default="random_region", choices=list(MASKS), help="context-encoder mask: center (1/4 of the area), random_block (squares, <= 1/4), random_region (blobs, 20-30%%) (default: random_region)")
-    p.add_argument("--mask-ratio", type=float, default=0.25, help="hidden fraction: the most for random_block, the middle of a +-5%% range for random_region; center is always 1/4 (default: 0.25)")
-    p.add_argument("--adversarial", action="store_true", help="add the adversarial loss (non-saturating; lambda_rec 0.999, lambda_adv 0.001, generator lr 10x the discriminator's; with --mask center the discriminator judges the predicted hole and its overlap border, cropped)")
-    p.add_argument("--predict", default="image", choices=["image", "center"], help="decode the whole image (default) or, with --mask center, only the central half-size square as the paper's 128 -> 64 px inpainting model (the hidden hole is then that square minus its overlap ring)")
-    p.add_argument("--overlap-px", type=int, default=1, help="border of the hole that the prediction overlaps with the context (default: 1 px at 32 px; paper: 4 px at 128 px)")
-    p.add_argument("--overlap-weight", type=float, default=10.0, help="loss weight of the overlap border (default: 10, as in the paper)")
+                       description="Pretrain an encoder with a pretext task on the dataset's pretraining split (images only, "
+                                   "unless the pretext trains on labels).", epilog=EPILOG)
+    p.add_argument("--pretext", required=True, choices=list(PRETEXTS), help="; ".join(
+        f"{name}: {(cls.__doc__ or name).strip().splitlines()[0].rstrip('.')}" for name, cls in PRETEXTS.items()).replace("%", "%%"))
+    p.add_argument("--option", "-o", action="append", default=[], metavar="KEY=VALUE",
+                   help="an option of the pretext (repeatable), e.g. -o mask=center -o loss_region=image; see README's pretext table")
+    ce = p.add_argument_group("context_encoder shortcuts (the same as -o KEY=VALUE; defaults are the pretext's)")
+    ce.add_argument("--mask", choices=list(MASKS), help="center (1/4 of the area), random_block (squares) or random_region (blobs); default random_region")
+    ce.add_argument("--mask-ratio", type=float, help="expected hidden fraction of the random masks; center is always 1/4 (default 0.25)")
+    ce.add_argument("--loss-region", choices=["hole", "image", "hole+ring"], help="pixels the reconstruction loss covers: hole (default, the paper's Eq. 1), image (the released random-mask script), hole+ring")
+    ce.add_argument("--adversarial", action="store_true", default=None, help="add the adversarial loss (lambda_rec 0.999, lambda_adv 0.001, generator lr 10x the discriminator's)")
+    ce.add_argument("--predict", choices=["image", "center"], help="decode the whole image (default) or, with --mask center, only the central half-size square (the paper's 128 -> 64 px model)")
+    ce.add_argument("--overlap-px", type=int, help="border of the hole the prediction overlaps with the context (default 1 px at 32 px; paper: 4 px at 128 px)")
+    ce.add_argument("--overlap-weight", type=float, help="loss weight of the overlap border (default 10, as in the paper)")
     p.add_argument("--encoder", default="small", help="small (default, 32 px), dcgan (128 px), alexnet (227 px, the paper's) or timm:<model> (224 px, e.g. timm:resnet18, from scratch)")
     p.add_argument("--input-size", type=int, help="encoder input size in px (default: the encoder's); images within 15%% are padded or cropped, others resized")
     add_data_options(p)
-    p.add_argument("--split", help="split to pretrain on (default: the dataset's train split; stl10: unlabeled or train+unlabeled)")
-    p.add_argument("--augment", action="store_true", help="random crop + horizontal flip of every batch, as the paper's pretraining")
+    p.add_argument("--split", help="split to pretrain on (default: the dataset's pretraining split: fashion_scenes pool, stl10 train; also stl10 unlabeled or train+unlabeled)")
     add_device_option(p)
-    p.add_argument("--amp", action="store_true", help="mixed precision: float16 with loss scaling on CUDA, bfloat16 on the CPU")
-    p.add_argument("--epochs", type=int, default=1, help="passes over the training images (default: 1)")
-    p.add_argument("--batch-size", type=int, default=64, help="images per step (default: 64, as in the paper's code)")
-    p.add_argument("--lr", type=float, default=2e-3, help="Adam learning rate of the encoder-decoder (default: 2e-3, as in the paper's code)")
-    p.add_argument("--max-steps", type=int, help="stop after this many steps")
-    p.add_argument("--seed", type=int, default=0, help="seeds initial weights, data order and masks (default: 0)")
-    p.add_argument("--log-every", type=int, default=50, metavar="STEPS", help="steps between lines of OUT/log.jsonl (default: 50)")
-    p.add_argument("--checkpoint-every", type=int, default=100, metavar="STEPS", help="steps between resumable snapshots OUT/last.pt (default: 100)")
+    d = TrainConfig
+    t = p.add_argument_group("training")
+    t.add_argument("--augment", action="store_true", default=None, help="random crop + horizontal flip of every batch, as the paper's pretraining")
+    t.add_argument("--amp", action="store_true", default=None, help="mixed precision: float16 with loss scaling on CUDA, bfloat16 on the CPU")
+    t.add_argument("--epochs", type=int, help=f"passes over the training images (default: {d.epochs})")
+    t.add_argument("--steps", type=int, help="train exactly this many steps, whatever the data size (overrides --epochs)")
+    t.add_argument("--batch-size", type=int, help=f"images per step (default: {d.batch_size}, as in the paper's code)")
+    t.add_argument("--lr", type=float, help=f"Adam learning rate (default: {d.lr}, as in the paper's code)")
+    t.add_argument("--max-steps", type=int, help="stop after this many steps")
+    t.add_argument("--seed", type=int, help=f"seeds initial weights, data order and masks (default: {d.seed})")
+    t.add_argument("--log-every", type=int, metavar="STEPS", help=f"steps between lines of OUT/log.jsonl (default: {d.log_every})")
+    t.add_argument("--checkpoint-every", type=int, metavar="STEPS", help=f"steps between resumable snapshots OUT/last.pt (default: {d.checkpoint_every})")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt after an interruption (same settings); exact on CPU")
     p.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -100,18 +110,49 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def pretext_options(args: argparse.Namespace) -> dict:
+    """The pretext options given as -o KEY=VALUE (values read as YAML scalars) and as shortcut flags."""
+    import yaml
+
+    options = {}
+    for item in args.option:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UserError(f"--option takes KEY=VALUE, got {item!r}.")
+        try:
+            options[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            options[key.strip()] = value
+    for flag in ("mask", "mask_ratio", "loss_region", "adversarial", "predict", "overlap_px", "overlap_weight"):
+        if getattr(args, flag) is not None:
+            options[flag] = getattr(args, flag)
+    return options
+
+
+def check_out_folder(out: Path) -> None:
+    """--out must be a folder (or not exist yet) that can be written, checked before any work."""
+    import os
+
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file; name a folder (it is created if missing).")
+    parent = next((p for p in [out, *out.parents] if p.exists()), Path("."))
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise UserError(f"--out {out}: cannot write in {parent}; name a folder you can write to.")
+
+
 def run(args: argparse.Namespace) -> int:
     """Run a subcommand; returns the exit code (non-zero where some inputs failed but others ran)."""
     if args.command == "pretrain":
         from ctxenc import distributed
+        from ctxenc.config import from_dict
         from ctxenc.engine import TrainConfig, pretrain
-        from ctxenc.pretext import PretextConfig
+        from ctxenc.pretext import pretext_spec
 
-        pretext = PretextConfig(name=args.pretext, mask=args.mask, mask_ratio=args.mask_ratio, overlap_px=args.overlap_px,
-                                overlap_weight=args.overlap_weight, adversarial=args.adversarial, predict=args.predict)
-        train = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                            max_steps=args.max_steps, log_every=args.log_every, checkpoint_every=args.checkpoint_every,
-                            augment=args.augment, amp=args.amp)
+        pretext = pretext_spec({"name": args.pretext, **pretext_options(args)}, "--pretext and its options")
+        given = {k: getattr(args, k) for k in ("epochs", "steps", "batch_size", "lr", "seed", "max_steps", "log_every",
+                                               "checkpoint_every", "augment", "amp") if getattr(args, k) is not None}
+        train = from_dict(TrainConfig, given, "the training options")
+        check_out_folder(args.out)
         encoder = {"name": args.encoder, **({"input_size": args.input_size} if args.input_size else {})}
         distributed.init()  # a no-op unless launched by torchrun
         try:
@@ -126,6 +167,7 @@ def run(args: argparse.Namespace) -> int:
         from ctxenc.results.records import append_records
 
         label, name, config = resolve_protocol(args.protocol)
+        check_out_folder(args.out)
         if args.download:
             from ctxenc.data import eval_splits, load_dataset
 

@@ -16,11 +16,15 @@ T = TypeVar("T")
 
 def from_dict(cls: type[T], data: dict[str, Any] | None, where: str) -> T:
     """Build dataclass `cls` from `data`; an unknown key names the closest valid one."""
-    data = dict(data or {})
+    if data is None:
+        data = {}
     if not isinstance(data, dict):
-        raise UserError(f"{where} must be a mapping of option: value.")
+        raise UserError(f"{where} must be a mapping of option: value, got {data!r}.")
+    data = dict(data)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     for key in data:
+        if not fields:
+            raise UserError(f"{where} takes no options, got {key!r}.")
         if key not in fields:
             close = difflib.get_close_matches(str(key), fields, n=1)
             hint = f"did you mean {close[0]!r}?" if close else f"valid keys: {', '.join(fields)}."

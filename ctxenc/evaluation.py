@@ -8,14 +8,14 @@ from pathlib import Path
 
 import torch
 
-from ctxenc.checkpoint import load_encoder, rebuild_model
+from ctxenc.checkpoint import checkpoint_pretext, load_encoder, rebuild_model
 from ctxenc.config import from_dict, read_yaml
 from ctxenc.data import dataset_name, dataset_spec, dataset_tasks, eval_splits, load_dataset
 from ctxenc.data.transforms import fit_label_maps, load_size_for, to_model_input
 from ctxenc.device import resolve_device
 from ctxenc.errors import UserError
-from ctxenc.evaluators import PROTOCOL_TASKS, PROTOCOLS
-from ctxenc.pretext import PretextConfig
+from ctxenc.evaluators import PROTOCOLS
+from ctxenc.provenance import provenance
 
 
 def resolve_protocol(spec: str | dict, search: tuple[Path, ...] = ()) -> tuple[str, str, object]:
@@ -25,6 +25,8 @@ def resolve_protocol(spec: str | dict, search: tuple[Path, ...] = ()) -> tuple[s
     The label is what records and tables call the protocol (default: its name); a suite running
     one protocol twice with different options (segmentation frozen and fine-tuned) labels each.
     """
+    if not isinstance(spec, (str, dict)):
+        raise UserError(f"a protocol is a name, a YAML file or a mapping {{protocol: NAME, ...}}, got {spec!r}.")
     if isinstance(spec, str) and spec in PROTOCOLS:
         spec = {"protocol": spec}
     elif isinstance(spec, str):
@@ -38,8 +40,7 @@ def resolve_protocol(spec: str | dict, search: tuple[Path, ...] = ()) -> tuple[s
     label = options.pop("label", name)
     if name not in PROTOCOLS:
         raise UserError(f"unknown protocol {name!r}; valid protocols: {', '.join(PROTOCOLS)}.")
-    config_cls, _ = PROTOCOLS[name]
-    return str(label), name, from_dict(config_cls, options, f"protocol {name!r}")
+    return str(label), name, from_dict(PROTOCOLS[name].config, options, f"protocol {name!r}")
 
 
 def prepared_split(dataset, split: str, data_root, size: int, limit: int | None,
@@ -52,18 +53,18 @@ def prepared_split(dataset, split: str, data_root, size: int, limit: int | None,
 
 
 TASK_NAMES = {"single_label": "single-label", "multi_label": "multi-label", "segmentation": "segmentation",
-              "unlabeled": "unlabeled"}
+              "boxes": "box-annotated", "unlabeled": "unlabeled"}
 
 
 def check_protocol_fits(protocol: str, dataset, data_root=None) -> None:
     """Refuse, in one sentence, a protocol whose labels the dataset does not have."""
     tasks = dataset_tasks(dataset, data_root)
-    fits = PROTOCOL_TASKS[protocol]
+    fits = PROTOCOLS[protocol].tasks
     if any(t in fits for t in tasks):
         return
     needs = " or ".join(TASK_NAMES[t] for t in fits)
     has = " and ".join(TASK_NAMES[t] for t in tasks)
-    others = [p for p, fit in PROTOCOL_TASKS.items() if any(t in fit for t in tasks)]
+    others = [p.name for p in PROTOCOLS.values() if any(t in p.tasks for t in tasks)]
     hint = f"protocols for {has} data: {', '.join(others)}" if others else "it can only be used for pretraining"
     raise UserError(f"protocol {protocol!r} needs {needs} data, but {dataset_name(dataset)} is {has}; {hint}.")
 
@@ -73,11 +74,16 @@ def _prepared_split(spec: tuple, split: str, data_root, size: int, limit: int | 
     """Class maps are brought to (N, size, size) with the same crop or resize as their images
     (`ctxenc.data.transforms.fit_label_maps`)."""
     data = load_dataset(spec, split, data_root, limit=limit, load_size=load_size_for(size))
-    targets = data.labels if target == "labels" else data.class_maps
-    if targets is None and target == "class_maps":
-        raise UserError(f"dataset {spec[0]} has no class maps; segmentation needs a dataset such as voc2012_seg or fashion_scenes.")
+    targets = {"labels": data.labels, "class_maps": data.class_maps, "boxes": data.boxes}[target]
+    if targets is None and target != "labels":
+        needs = "voc2012_seg" if target == "class_maps" else "voc2007"
+        raise UserError(f"dataset {spec[0]} has no {target.replace('_', ' ')}; this protocol needs a dataset such as {needs} or fashion_scenes.")
     if target == "class_maps":
         targets = fit_label_maps(targets, size)
+    if target == "boxes":
+        from ctxenc.data.transforms import fit_boxes
+
+        targets = fit_boxes(targets, data.images.shape[-1], size)
     return to_model_input(data.images, size), targets
 
 
@@ -99,23 +105,21 @@ def evaluate(checkpoint: str | Path, protocol: str, config, dataset, data_root=N
     name = dataset_name(dataset)
     if train[0].shape[1] != encoder.in_channels:
         raise UserError(f"{name} has {train[0].shape[1]}-channel images but the checkpoint's encoder takes {encoder.in_channels}.")
-    _, run = PROTOCOLS[protocol]
     subject = rebuild_model(ckpt).eval() if getattr(config, "uses_model", False) else encoder
     start = time.perf_counter()
-    metrics = run(subject.to(dev), train, test, config)
+    metrics = PROTOCOLS[protocol].run(subject.to(dev), train, test, config)
     seconds = time.perf_counter() - start
-    pretext = PretextConfig(**ckpt["pretext"])
     base = {
         "dataset": name,
         "pretrain_dataset": dataset_name(ckpt["data"]["dataset"]),
-        "pretext": pretext.name,
+        **checkpoint_pretext(ckpt).record_fields(),
         "encoder": ckpt["encoder"]["name"],
-        "mask": pretext.mask_label,
-        "loss": pretext.loss,
         "seed": ckpt["train"]["seed"],
         "protocol": label or protocol,
         "pretrain_seconds": round(ckpt["pretrain_seconds"], 2),
+        "pretrain_steps": ckpt["pretrain_steps"],
         "eval_seconds": round(seconds, 2),
         "checkpoint": str(checkpoint),
+        **provenance(),
     }
     return [{**base, "metric": k, "value": v} for k, v in metrics.items()]

@@ -1,6 +1,15 @@
-"""Pretext methods (`random`, `autoencoder`, `context_encoder`) keyed by the names tables use."""
+"""Pretext methods, one file each, registered by name (the names tables use).
 
-from ctxenc.pretext.config import PRETEXTS, PretextConfig
-from ctxenc.pretext.model import PRETEXT_MODELS, InpaintingModel, RandomInit, build_pretext
+To add one: write `ctxenc/pretext/<name>.py` with a `Pretext` subclass decorated with
+`@register_pretext` (see base.py for what it declares), and add the module to the import line
+below.
+"""
 
-__all__ = ["PRETEXTS", "PRETEXT_MODELS", "InpaintingModel", "PretextConfig", "RandomInit", "build_pretext"]
+from ctxenc.pretext.base import (PRETEXTS, Pretext, PretextSpec, PretrainData, StepContext, TrainingDiverged,
+                                 build_pretext, pretext_spec, register_pretext)
+
+# Registration happens on import: one module per pretext.
+from ctxenc.pretext import autoencoder, context_encoder, random_init  # noqa: E402,F401
+
+__all__ = ["PRETEXTS", "Pretext", "PretextSpec", "PretrainData", "StepContext", "TrainingDiverged", "build_pretext",
+           "pretext_spec", "register_pretext"]

@@ -20,8 +20,9 @@ import pandas as pd
 
 from ctxenc.io import atomic_write
 
-COLUMNS = ["suite", "dataset", "pretext", "encoder", "mask", "loss", "seed", "protocol", "metric", "value",
-           "pretrain_seconds", "eval_seconds", "checkpoint", "pretrain_dataset"]
+COLUMNS = ["suite", "dataset", "pretext", "method", "encoder", "mask", "loss", "seed", "protocol", "metric", "value",
+           "pretrain_seconds", "pretrain_steps", "eval_seconds", "checkpoint", "pretrain_dataset",
+           "commit", "torch", "threads", "cpu", "wall_seconds"]
 
 
 def read_records(path: str | Path) -> pd.DataFrame:
