@@ -4,12 +4,12 @@ import torch
 from ctxenc.checkpoint import load_checkpoint, load_encoder, rebuild_model
 from ctxenc.engine import TrainConfig, pretrain
 from ctxenc.errors import UserError
-from ctxenc.pretext import PretextConfig
+from ctxenc.pretext import pretext_spec
 
 
 @pytest.fixture
 def checkpoint(fmnist_root, tmp_path):
-    return pretrain("fashion_mnist", {"name": "small"}, PretextConfig(), TrainConfig(batch_size=32, max_steps=4),
+    return pretrain("fashion_mnist", {"name": "small"}, pretext_spec("context_encoder"), TrainConfig(batch_size=32, max_steps=4),
                     tmp_path / "run", fmnist_root, progress=False)
 
 
@@ -24,7 +24,7 @@ def test_round_trip_rebuilds_the_same_encoder(checkpoint, fmnist_root):
 
 
 def test_training_is_deterministic(fmnist_root, tmp_path):
-    args = ("fashion_mnist", {"name": "small"}, PretextConfig(), TrainConfig(batch_size=32, max_steps=3, seed=5))
+    args = ("fashion_mnist", {"name": "small"}, pretext_spec("context_encoder"), TrainConfig(batch_size=32, max_steps=3, seed=5))
     a = load_checkpoint(pretrain(*args, tmp_path / "a", fmnist_root, progress=False))["model"]
     b = load_checkpoint(pretrain(*args, tmp_path / "b", fmnist_root, progress=False))["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)

@@ -5,7 +5,7 @@ from ctxenc.device import autocast, grad_scaler, resolve_device
 from ctxenc.engine import TrainConfig, pretrain
 from ctxenc.errors import UserError
 from ctxenc.checkpoint import load_checkpoint
-from ctxenc.pretext import PretextConfig
+from ctxenc.pretext import pretext_spec
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without a GPU")
@@ -31,7 +31,7 @@ def test_cpu_mixed_precision_is_bfloat16_without_a_scaler():
 
 def test_amp_pretraining_on_cpu_trains_and_saves_float32(fmnist_root, tmp_path):
     cfg = TrainConfig(batch_size=32, max_steps=3, amp=True)
-    path = pretrain("fashion_mnist", {"name": "small"}, PretextConfig(adversarial=True), cfg, tmp_path / "amp",
+    path = pretrain("fashion_mnist", {"name": "small"}, pretext_spec({"name": "context_encoder", "adversarial": True}), cfg, tmp_path / "amp",
                     fmnist_root, progress=False, device="cpu")
     ckpt = load_checkpoint(path)
     assert ckpt["train"]["amp"] is True

@@ -3,7 +3,7 @@ import torch
 
 from ctxenc.encoders import create_encoder, default_input_size
 from ctxenc.errors import UserError
-from ctxenc.pretext import PretextConfig, build_pretext
+from ctxenc.pretext import PretrainData, build_pretext, pretext_spec
 
 
 def test_alexnet_is_the_papers_conv1_to_pool5():
@@ -15,8 +15,8 @@ def test_alexnet_is_the_papers_conv1_to_pool5():
 
 def test_context_encoder_on_a_6x6_map_decodes_to_227():
     torch.manual_seed(0)
-    model = build_pretext(PretextConfig(), create_encoder("alexnet"), torch.zeros(3)).eval()
-    ups = [m for m in model.decoder.modules() if isinstance(m, torch.nn.ConvTranspose2d)]
+    model = build_pretext(pretext_spec("context_encoder"), create_encoder("alexnet"), PretrainData(fill=torch.zeros(3))).eval()
+    ups = [m for m in model.head.decoder.modules() if isinstance(m, torch.nn.ConvTranspose2d)]
     assert len(ups) == 5  # 6 -> 192, as the paper's five up-convolutions, then resized to 227
     assert model(torch.zeros(1, 3, 227, 227)).shape == (1, 3, 227, 227)
     # channel-wise FC sized for the 6x6 map: m * n^4 weights

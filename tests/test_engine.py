@@ -4,14 +4,18 @@ import torch
 from ctxenc.encoders import create_encoder
 from ctxenc.engine import TrainConfig, TrainingDiverged, train_loop
 from ctxenc.masks import sample_masks
-from ctxenc.pretext import PretextConfig, build_pretext
+from ctxenc.pretext import PretrainData, build_pretext, pretext_spec
 from ctxenc.pretext.layers import Discriminator
+
+
+def make(encoder, channels=1, **options):
+    spec = pretext_spec({"name": "context_encoder", **options})
+    return build_pretext(spec, encoder, PretrainData(fill=torch.zeros(channels))), spec
 
 
 def test_the_discriminator_judges_the_predicted_hole_with_its_border():
     torch.manual_seed(0)
-    cfg = PretextConfig(mask="center", overlap_px=1, adversarial=True)
-    model = build_pretext(cfg, create_encoder("small"), torch.zeros(1))
+    model, _ = make(create_encoder("small"), mask="center", overlap_px=1, adversarial=True)
     images = torch.rand(4, 1, 32, 32) * 2 - 1
     out = model.forward_loss(images, sample_masks("center", 4, 32))
     # 16 px hole + 1 px border on each side, cropped from the prediction (not the pasted context).
@@ -23,7 +27,7 @@ def test_the_discriminator_judges_the_predicted_hole_with_its_border():
 
 def test_other_masks_show_the_discriminator_the_completed_image():
     torch.manual_seed(0)
-    model = build_pretext(PretextConfig(mask="random_block", adversarial=True), create_encoder("small"), torch.zeros(1))
+    model, _ = make(create_encoder("small"), mask="random_block", adversarial=True)
     images = torch.rand(2, 1, 32, 32) * 2 - 1
     out = model.forward_loss(images, sample_masks("random_block", 2, 32, torch.Generator().manual_seed(0)))
     assert torch.equal(out["fake_view"], out["completed"]) and torch.equal(out["real_view"], images)
@@ -38,18 +42,19 @@ def test_paper_inpainting_model_128_to_64_trains_one_step(tmp_path):
     """The paper's model: 128 px RGB in, 4000-d bottleneck, only the central 64 px decoded,
     a 4 px overlap inside it (56 px hidden), discriminator on the 64 px prediction."""
     torch.manual_seed(0)
-    cfg = PretextConfig(mask="center", overlap_px=4, adversarial=True, predict="center")
     encoder = create_encoder("dcgan", in_channels=3, input_size=128, bottleneck=4000)
-    model = build_pretext(cfg, encoder, torch.zeros(3))
+    model, spec = make(encoder, 3, mask="center", overlap_px=4, adversarial=True, predict="center")
+    cfg = spec.cfg
     assert encoder.feature_shapes()["bottleneck"] == (4000, 1, 1)
     images = torch.rand(2, 3, 128, 128) * 2 - 1
     masks = sample_masks("center", 2, 128, **cfg.mask_options(128))
     assert masks[0, 0].sum() == 56 * 56
     out = model.forward_loss(images, masks)
-    assert model.decoder(model.mix(model.channelwise_fc(encoder(images)))).shape == (2, 3, 64, 64)
+    assert model.head(encoder(images)).shape == (2, 3, 64, 64)
     assert out["fake_view"].shape == (2, 3, 64, 64)
     assert torch.equal(out["prediction"][..., :32, :], images[..., :32, :])  # outside the centre: the input
-    train_loop(model, images, cfg, TrainConfig(batch_size=2, max_steps=1), tmp_path, {}, progress=False)
+    images = ((images + 1) * 127.5).round().to(torch.uint8)
+    train_loop(model, images, None, TrainConfig(batch_size=2, max_steps=1), tmp_path, {"pretext": spec.as_dict()}, progress=False)
     assert (tmp_path / "log.jsonl").read_text().count("loss_adv") == 1
 
 
@@ -57,13 +62,12 @@ def test_predict_center_needs_the_center_mask():
     from ctxenc.errors import UserError
 
     with pytest.raises(UserError, match="predict: center needs"):
-        PretextConfig(mask="random_region", predict="center")
+        pretext_spec({"name": "context_encoder", "mask": "random_region", "predict": "center"})
 
 
 def test_a_non_finite_loss_stops_training_with_the_step(tmp_path):
     torch.manual_seed(0)
-    cfg = PretextConfig(mask="center", adversarial=True)
-    model = build_pretext(cfg, create_encoder("small"), torch.zeros(1))
+    model, spec = make(create_encoder("small"), mask="center", adversarial=True)
     real_forward_loss = model.forward_loss
     calls = []
 
@@ -75,7 +79,7 @@ def test_a_non_finite_loss_stops_training_with_the_step(tmp_path):
         return out
 
     model.forward_loss = poisoned
-    images = torch.rand(16, 1, 32, 32) * 2 - 1
+    images = torch.randint(0, 256, (16, 1, 32, 32), dtype=torch.uint8)
     with pytest.raises(TrainingDiverged, match="the loss became inf at step 2"):
-        train_loop(model, images, cfg, TrainConfig(batch_size=4, epochs=2), tmp_path, {}, progress=False)
+        train_loop(model, images, None, TrainConfig(batch_size=4, epochs=2), tmp_path, {"pretext": spec.as_dict()}, progress=False)
     assert all(torch.isfinite(p).all() for p in model.parameters())  # the bad step never reached the weights

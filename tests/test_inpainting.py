@@ -10,7 +10,7 @@ from ctxenc.evaluators.inpainting import (
     inpainting_metrics, mean_fill, nearest_neighbours, paste_neighbours,
 )
 from ctxenc.masks import sample_masks
-from ctxenc.pretext import PretextConfig, build_pretext
+from ctxenc.pretext import PretrainData, build_pretext, pretext_spec
 
 
 def center(size=16):
@@ -100,7 +100,7 @@ def test_blend_overlap_fades_the_prediction_over_the_border():
 
 def test_evaluator_scores_every_method_on_a_tiny_context_encoder():
     torch.manual_seed(0)
-    model = build_pretext(PretextConfig(mask="center"), create_encoder("small"), torch.zeros(1))
+    model = build_pretext(pretext_spec({"name": "context_encoder", "mask": "center"}), create_encoder("small"), PretrainData(fill=torch.zeros(1)))
     train = (torch.rand(40, 1, 32, 32) * 2 - 1, torch.zeros(40))
     test = (torch.rand(12, 1, 32, 32) * 2 - 1, torch.zeros(12))
     scores = inpainting(model, train, test, InpaintingConfig(num_images=5))
@@ -110,7 +110,7 @@ def test_evaluator_scores_every_method_on_a_tiny_context_encoder():
 
 
 def test_evaluator_refuses_a_random_init_checkpoint():
-    model = build_pretext(PretextConfig(name="random"), create_encoder("small"), torch.zeros(1))
+    model = build_pretext(pretext_spec("random"), create_encoder("small"), PretrainData(fill=torch.zeros(1)))
     with pytest.raises(UserError, match="needs a context_encoder checkpoint"):
         inpainting(model, (torch.zeros(4, 1, 32, 32), None), (torch.zeros(4, 1, 32, 32), None))
 

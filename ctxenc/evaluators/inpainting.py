@@ -238,9 +238,8 @@ def hole_for(model, size: int) -> torch.Tensor:
 
 
 def require_context_encoder(model) -> None:
-    cfg = getattr(model, "cfg", None)
-    if cfg is None or not cfg.uses_masks:
-        name = cfg.name if cfg is not None else "random"
+    name = getattr(model, "name", "random")
+    if name != "context_encoder":
         raise UserError(f"inpainting needs a context_encoder checkpoint, not a {name} one; pretrain with --pretext context_encoder.")
 
 
