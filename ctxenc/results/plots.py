@@ -35,8 +35,12 @@ def bar_plot(records: pd.DataFrame, out: str | Path, panels: list[dict], scale: 
     if not panels:
         return None
     methods = method_order(points["method"])
-    fig, axes = plt.subplots(1, len(panels), figsize=(max(5.2, 0.75 * len(methods) + 1.5) * len(panels), 4.2), squeeze=False)
-    for ax, panel in zip(axes[0], panels):
+    ncols = min(len(panels), 2)
+    nrows = -(-len(panels) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(max(5.2, 0.75 * len(methods) + 1.5) * ncols, 4.2 * nrows), squeeze=False)
+    for ax in axes.flat[len(panels):]:
+        ax.set_visible(False)
+    for ax, panel in zip(axes.flat, panels):
         mine = (summary["protocol"] == panel["protocol"]) & (summary["metric"] == panel["metric"])
         rows = summary[mine].set_index("method").reindex(methods)
         seeds = points[(points["protocol"] == panel["protocol"]) & (points["metric"] == panel["metric"])]
