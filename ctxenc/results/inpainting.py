@@ -73,7 +73,7 @@ def table1(records: pd.DataFrame) -> pd.DataFrame:
     table = pd.DataFrame(rows).set_index("method")
     paper = PAPER_TABLE1.rename(columns=lambda c: f"paper {c}")
     paper.index = paper.index.map(paper_row_for)
-    table = table.join(paper[~paper.index.duplicated()], how="left").fillna("")
+    table = table.join(paper[~paper.index.duplicated()], how="left").astype(object).fillna("")
     table.index.name = None
     return table
 

@@ -99,7 +99,7 @@ def write_transfer_report(out_dir: Path, records: pd.DataFrame, cfg: ReportConfi
         "Raw rows: [records.csv](records.csv); tables: [table.md](table.md), [table.tex](table.tex)"
         + ("; the suite: [suite.yaml](suite.yaml)." if suite else "."),
     ]
-    scenes = samples.test_scenes(suite.get("dataset"), data_root)
+    scenes = samples.scene_samples(suite.get("dataset"), data_root)
     if scenes is not None and scenes.class_maps is not None and scenes.boxes is not None:
         figure = scenes_figure(scenes.images, scenes.class_maps, scenes.boxes, scenes.class_names, out_dir / "scenes.png")
         lines += ["", "## The data", "", "Test scenes with their boxes (top) and class maps (bottom):", "",
@@ -203,7 +203,7 @@ def detection_section(out_dir: Path, records: pd.DataFrame, suite: dict, data_ro
         if not predictions:
             continue
         n = max(len(p["boxes"]) for p in predictions.values())
-        scenes = samples.test_scenes(suite.get("dataset"), data_root, n=n)
+        scenes = samples.scene_samples(suite.get("dataset"), data_root, n=n)
         if scenes is None or scenes.boxes is None:
             continue
         ordered = {m: predictions[m] for m in method_order(predictions)}

@@ -30,7 +30,7 @@ class Scenes:
     class_names: list[str]
 
 
-def test_scenes(dataset, data_root=None, n: int = 10) -> Scenes | None:
+def scene_samples(dataset, data_root=None, n: int = 10) -> Scenes | None:
     """The first `n` test images of `dataset` (a name or a spec), or None for a dataset without
     class maps or boxes."""
     from ctxenc.data import eval_splits, load_dataset
