@@ -1,10 +1,13 @@
 import math
 
+import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats as scipy_stats
 
-from ctxenc.results.stats import paired_differences, t_interval
-from ctxenc.results.tables import difference_table, summarize
+from ctxenc.results.comparisons import compare, verdict
+from ctxenc.results.stats import holm_adjust, paired_t_pvalue, t_interval
+from ctxenc.results.tables import summarize
 
 
 def test_t_interval_by_hand():
@@ -14,21 +17,68 @@ def test_t_interval_by_hand():
     assert math.isnan(t_interval([5.0])[1])
 
 
-def test_paired_differences_remove_the_seed_effect():
-    # Seed 1 is harder for both methods; the paired difference is exactly +2 on each seed.
-    frame = pd.DataFrame({
-        "method": ["random", "random", "random", "ce", "ce", "ce"],
-        "seed": [0, 1, 2, 0, 1, 2],
-        "protocol": "knn", "metric": "accuracy",
-        "value": [80.0, 70.0, 75.0, 82.0, 72.0, 77.0],
-    })
-    diffs = paired_differences(frame)
-    row = diffs[(diffs["method"] == "ce") & (diffs["baseline"] == "random")].iloc[0]
-    assert row["difference"] == 2.0 and row["ci_low"] == pytest.approx(2.0) and row["n"] == 3
-    assert bool(row["outside_noise"])  # zero variance: the interval is the point +2
+def test_holm_by_hand():
+    # Sorted: 0.005 (x4 = 0.02), 0.01 (x3 = 0.03), 0.03 (x2 = 0.06), 0.04 (x1 = 0.04, raised to 0.06 by the step-down).
+    adjusted = holm_adjust([0.01, 0.04, 0.03, 0.005])
+    assert adjusted == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    # Untested entries (nan) stay nan and do not enlarge the family; adjusted p never exceeds 1.
+    adjusted = holm_adjust([0.2, math.nan, 0.6])
+    assert adjusted[0] == pytest.approx(0.4) and math.isnan(adjusted[1]) and adjusted[2] == pytest.approx(0.6)
+    assert holm_adjust([0.7, 0.9]).tolist() == [1.0, 1.0]
 
 
-def test_summaries_and_noise_marks():
+def test_paired_t_pvalue_matches_scipy_and_its_limits():
+    a, b = np.array([0.51, 0.55, 0.49, 0.60]), np.array([0.50, 0.52, 0.47, 0.55])
+    assert paired_t_pvalue(a - b) == pytest.approx(scipy_stats.ttest_rel(a, b).pvalue)
+    assert paired_t_pvalue([2.0, 2.0, 2.0]) == 0.0 and paired_t_pvalue([0.0, 0.0, 0.0]) == 1.0
+    assert math.isnan(paired_t_pvalue([1.0]))
+
+
+def _records(values: dict[str, list[float]], protocol="knn", metric="accuracy") -> pd.DataFrame:
+    rows = [{"method": m, "pretext": m.split("/")[0], "seed": s, "protocol": protocol, "metric": metric, "value": v}
+            for m, vs in values.items() for s, v in enumerate(vs)]
+    return pd.DataFrame(rows)
+
+
+def test_paired_comparison_removes_the_seed_effect():
+    # Seed 1 is harder for both methods; the paired difference is exactly +0.125 on each seed.
+    records = _records({"random": [0.5, 0.25, 0.75], "ce": [0.625, 0.375, 0.875]})
+    columns = [{"title": "knn", "protocol": "knn", "metric": "accuracy"}]
+    row = compare(records, columns, [("ce", "random")]).iloc[0]
+    assert row["difference"] == 0.125 and row["n"] == 3 and row["p"] == 0.0
+    assert verdict(row, {}) == "**yes** at this budget"
+
+
+def test_fewer_than_three_seeds_are_not_tested():
+    records = _records({"random": [0.80, 0.70], "ce": [0.90, 0.80]})
+    columns = [{"title": "knn", "protocol": "knn", "metric": "accuracy"}]
+    row = compare(records, columns, [("ce", "random")]).iloc[0]
+    assert math.isnan(row["p"]) and math.isnan(row["p_holm"])
+    assert verdict(row, {}) == "not tested (2 seeds)"
+
+
+def test_holm_applies_to_the_whole_family():
+    # knn alone would be significant (p ~ 0.039); in a family of two, Holm doubles the smallest p.
+    knn = _records({"random": [0.80, 0.70, 0.75], "ce": [0.83, 0.715, 0.77]})  # gaps .03 .015 .02
+    probe = _records({"random": [0.80, 0.70, 0.75], "ce": [0.81, 0.69, 0.755]}, protocol="probe")  # gaps .01 -.01 .005
+    columns = [{"title": "knn", "protocol": "knn", "metric": "accuracy"},
+               {"title": "probe", "protocol": "probe", "metric": "accuracy"}]
+    results = compare(pd.concat([knn, probe]), columns, [("ce", "random")]).set_index("title")
+    p_knn, p_probe = paired_t_pvalue([0.03, 0.015, 0.02]), paired_t_pvalue([0.01, -0.01, 0.005])
+    assert 0.025 < p_knn < 0.05 and p_probe > 0.5
+    assert results.loc["knn", "p"] == pytest.approx(p_knn) and results.loc["knn", "p_holm"] == pytest.approx(2 * p_knn)
+    assert results.loc["probe", "p_holm"] == pytest.approx(p_probe)
+    assert verdict(results.loc["knn"], {}) == "**not distinguishable** at this budget"
+
+
+def test_a_method_below_a_trivial_reference_is_not_called_better():
+    records = _records({"random": [0.20, 0.21, 0.22], "ce": [0.25, 0.26, 0.27]}, protocol="finetune", metric="map")
+    columns = [{"title": "mAP", "protocol": "finetune", "metric": "map"}]
+    row = compare(records, columns, [("ce", "random")]).iloc[0]
+    assert verdict(row, {"class prior": 0.30}) == "**does not beat the class prior** (26.0 vs 30.0)"
+
+
+def test_summaries():
     records = pd.DataFrame({
         "pretext": ["random"] * 3 + ["autoencoder"] * 3, "mask": "none", "loss": "l2", "seed": [0, 1, 2] * 2,
         "protocol": "linear_probe", "metric": "accuracy",
@@ -37,5 +87,3 @@ def test_summaries_and_noise_marks():
     summary = summarize(records).set_index("method")
     assert summary.loc["random", "mean"] == pytest.approx(0.82) and summary.loc["random", "std"] == pytest.approx(0.02)
     assert summary.loc["random", "n"] == 3
-    table = difference_table(records)
-    assert table.iloc[0]["comparison"] == "autoencoder − random" and table.iloc[0]["outside seed noise"] == "no"

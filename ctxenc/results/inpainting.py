@@ -10,16 +10,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import pandas as pd
+import torch
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-import torch  # noqa: E402
-
-from ctxenc.checkpoint import load_checkpoint, rebuild_model  # noqa: E402
-from ctxenc.evaluators.inpainting import METHODS, InpaintingConfig, hole_for, inpaint_all  # noqa: E402
-from ctxenc.results.plots import to_display  # noqa: E402
+from ctxenc.evaluators.inpainting import METHODS
+from ctxenc.results.figures import highlight, image_rows
+from ctxenc.results.provenance import commit_warning, limit_warning, provenance_lines, run_limit
+from ctxenc.results.samples import classical_completions
+from ctxenc.results.tables import write_tables
 
 CLASSICAL = {"mean_fill": "Mean fill", "biharmonic": "Biharmonic inpainting", "nn_hog": "NN inpainting, HOG features"}
 
@@ -75,7 +73,7 @@ def table1(records: pd.DataFrame) -> pd.DataFrame:
     table = pd.DataFrame(rows).set_index("method")
     paper = PAPER_TABLE1.rename(columns=lambda c: f"paper {c}")
     paper.index = paper.index.map(paper_row_for)
-    table = table.join(paper[~paper.index.duplicated()], how="left").fillna("")
+    table = table.join(paper[~paper.index.duplicated()], how="left").astype(object).fillna("")
     table.index.name = None
     return table
 
@@ -115,68 +113,42 @@ def inpainting_grid_figure(records: pd.DataFrame, out: str | Path, data_root=Non
                            limit: int | None = None) -> Path | None:
     """One row per method (plus the input with its hole and the original) on the same n test
     images, from the first seed's checkpoints; the columns are spread over the scored images."""
-    from ctxenc.data import eval_splits
-    from ctxenc.evaluation import prepared_split
-    from ctxenc.results.report import highlight
-
     frame = inpainting_rows(records)
-    seed = int(frame["seed"].min())
-    cells = frame[frame["seed"] == seed].drop_duplicates("checkpoint").sort_values("loss")
-    # Records hold checkpoints relative to the results folder (absolute paths stay absolute).
-    paths = [Path(out).parent / p for p in cells["checkpoint"] if (Path(out).parent / p).is_file()]
-    if not paths:
+    cells = frame[frame["seed"] == frame["seed"].min()].drop_duplicates("checkpoint").sort_values("loss")
+    loaded = classical_completions(Path(out).parent, list(cells["checkpoint"].dropna().astype(str)), data_root, limit, n)
+    if loaded is None:
         return None
+    x, hole, completions = loaded
+    meta = cells.set_index(cells["checkpoint"].astype(str))
     found: dict[tuple, torch.Tensor] = {}  # (METHODS index, loss, label) -> completed images
-    for path in paths:
-        ckpt = load_checkpoint(path)
-        model = rebuild_model(ckpt).eval()
-        size = ckpt["data"]["input_size"]
-        train_split, test_split = eval_splits(ckpt["data"]["dataset"])
-        train, _ = prepared_split(ckpt["data"]["dataset"], train_split, data_root, size, limit)
-        test, _ = prepared_split(ckpt["data"]["dataset"], test_split, data_root, size, limit)
-        scored = test[: InpaintingConfig.num_images]
-        x = scored[torch.linspace(0, len(scored) - 1, n).long()]
-        mask = hole_for(model, size)
-        loss = "l2+adv" if ckpt["pretext"]["adversarial"] else "l2"
-        for method, completed in inpaint_all(model, train, x, mask).items():
-            label = method_label(method, ckpt["pretext"]["mask"], loss)
-            found.setdefault((METHODS.index(method), "" if method in CLASSICAL else loss, label), completed)
-    rows = {"input": highlight(x, mask.expand(len(x), -1, -1, -1))}
+    for checkpoint, method, completed in completions:
+        mask, loss = meta.loc[checkpoint, "mask"], meta.loc[checkpoint, "loss"]
+        found.setdefault((METHODS.index(method), "" if method in CLASSICAL else loss, method_label(method, mask, loss)), completed)
+    rows = {"input": highlight(x, hole.expand(len(x), -1, -1, -1))}
     rows.update({key[2]: completed for key, completed in sorted(found.items(), key=lambda kv: kv[0])})
     rows["original"] = x
-    fig, axes = plt.subplots(len(rows), n, figsize=(1.0 * n + 1.8, 1.0 * len(rows)), squeeze=False)
-    for r, (label, batch) in enumerate(rows.items()):
-        for i in range(n):
-            ax = axes[r, i]
-            ax.imshow(to_display(batch[i]), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-            ax.set_xticks([])
-            ax.set_yticks([])
-        axes[r, 0].set_ylabel(label.replace(", ", ",\n"), fontsize=7, rotation=0, ha="right", va="center")
-    fig.tight_layout()
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return Path(out)
+    return image_rows(rows, out)
 
 
 def write_inpainting_report(out_dir: Path, records: pd.DataFrame, data_root=None) -> Path:
     """table.md (Table 1 layout with the paper's beside it), inpainting_grid.png and report.md."""
     table = table1(records)
     frame = inpainting_rows(records)
-    (out_dir / "table.md").write_text(table.to_markdown() + "\n")
-    from ctxenc.results.report import limit_warning, run_limit
-
+    write_tables(out_dir, [("Table 1 in miniature beside the paper's (Pathak et al. 2016, Table 1).", table)])
     grid = inpainting_grid_figure(records, out_dir / "inpainting_grid.png", data_root, limit=run_limit(out_dir))
     seconds = frame[frame["method_key"] == "context_encoder"].groupby("loss")["pretrain_seconds"].mean()
     lines = [
         f"# ctxenc results: {', '.join(records['suite'].dropna().astype(str).unique()) or out_dir.name}",
         "",
         *limit_warning(out_dir),
+        *commit_warning(records),
         f"Inpainting on `{records['dataset'].iloc[0]}` test images with a central hole, encoder "
         f"`{records['encoder'].iloc[0]}`; metrics over the hole, images in [0, 1] (definitions in "
         "`ctxenc/evaluators/inpainting.py`). Learned rows: mean ± std over seeds "
         f"{sorted(frame['seed'].unique().tolist())} (std with ddof = 1); the classical rows are "
         "deterministic. Paper columns: Pathak et al. 2016, Table 1 (Paris StreetView, 128 px, "
-        "64 px hole), beside the row that corresponds. Raw rows: [records.csv](records.csv).",
+        "64 px hole), beside the row that corresponds. Raw rows: [records.csv](records.csv); tables: "
+        "[table.md](table.md), [table.tex](table.tex).",
         "",
         "## Table 1",
         "",
@@ -190,5 +162,6 @@ def write_inpainting_report(out_dir: Path, records: pd.DataFrame, data_root=None
     ]
     if grid:
         lines += ["", "## The same test images, one row per method (first seed)", "", f"![inpainting grid]({grid.name})"]
+    lines += ["", "## Provenance", "", *provenance_lines(records)]
     (out_dir / "report.md").write_text("\n".join(lines) + "\n")
     return out_dir / "report.md"

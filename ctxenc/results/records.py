@@ -1,31 +1,45 @@
 """Long-format result rows, one per (cell, metric), in `records.csv`.
 
-Columns: suite, dataset, pretext, encoder, mask, loss, seed, protocol, metric, value,
-pretrain_seconds, eval_seconds, checkpoint, pretrain_dataset (where the encoder was pretrained;
-`dataset` is where it was evaluated). The file is rewritten atomically on every append,
-so it is never left partial.
+Columns:
+- what was measured: suite, dataset, method, pretext, encoder, mask, loss, seed, protocol, metric, value;
+- how long: pretrain_steps, pretrain_seconds, eval_seconds, wall_seconds (the cell's wall time,
+  repeated on each of its rows);
+- where from: checkpoint (relative to the results folder), pretrain_dataset (where the encoder
+  was pretrained; `dataset` is where it was evaluated);
+- provenance: commit (git sha, `+dirty` when the tree had uncommitted changes), torch, threads, cpu.
+
+`method` is the full label the pretext gives its rows (`random/init=pytorch`,
+`context_encoder/random_region/l2/loss_region=image`); records written before it existed derive
+it from pretext, mask and loss (`with_methods`). Older files read every missing column as empty.
 
 `protocol` is the protocol's label in the suite (default its name, e.g. segmentation_frozen).
 `metric` is the evaluator's key; a variant of a metric is named `<metric>@<qualifier>`, the
 qualifier a label fraction (`map@10%`, fine-tuning on 10% of the labels) or an encoder stage
 (`map@conv2`, the layer-wise probe); per-class IoUs are `iou/<class index>`; `val_*`, `lr*`,
-`epochs*` and `weight_decay*` rows record what was chosen on the validation split.
+`epochs*`, `max_epochs*`, `lr_min*`, `lr_max*` and `weight_decay*` rows record what was chosen on
+the validation split and the grid it was chosen from; `*_all_background`, `*_class_prior` and
+`*_majority` rows are trivial references (see ctxenc/results/references.py).
+
+The file is rewritten atomically on every append, under an exclusive lock on `records.csv.lock`,
+so several processes may append to one file and it is never left partial.
 """
 
 from __future__ import annotations
 
+import fcntl
 from pathlib import Path
 
 import pandas as pd
 
 from ctxenc.io import atomic_write
 
-COLUMNS = ["suite", "dataset", "pretext", "method", "encoder", "mask", "loss", "seed", "protocol", "metric", "value",
-           "pretrain_seconds", "pretrain_steps", "eval_seconds", "checkpoint", "pretrain_dataset",
-           "commit", "torch", "threads", "cpu", "wall_seconds"]
+COLUMNS = ["suite", "dataset", "method", "pretext", "encoder", "mask", "loss", "seed", "protocol", "metric", "value",
+           "pretrain_steps", "pretrain_seconds", "eval_seconds", "wall_seconds", "checkpoint", "pretrain_dataset",
+           "commit", "torch", "threads", "cpu"]
 
 
 def read_records(path: str | Path) -> pd.DataFrame:
+    """The records at `path` with every column of COLUMNS (missing ones empty), then any others."""
     path = Path(path)
     if not path.exists():
         return pd.DataFrame(columns=COLUMNS)
@@ -35,7 +49,42 @@ def read_records(path: str | Path) -> pd.DataFrame:
 
 
 def append_records(path: str | Path, rows: list[dict]) -> pd.DataFrame:
-    """Append `rows` to the CSV at `path` (created if missing), atomically."""
-    frame = pd.concat([read_records(path), pd.DataFrame(rows, columns=COLUMNS)], ignore_index=True)
-    atomic_write(path, lambda f: frame.to_csv(f, index=False), binary=False)
+    """Append `rows` to the CSV at `path` (created if missing); returns the whole file's records.
+
+    The read-modify-write holds an exclusive flock on `<path>.lock`, so appends from several
+    processes (suite cells spread over a cluster) serialise instead of losing each other's rows;
+    the write itself is atomic, so a reader never sees a torn file.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            frame = pd.concat([read_records(path), pd.DataFrame(rows, columns=COLUMNS)], ignore_index=True)
+            atomic_write(path, lambda f: frame.to_csv(f, index=False), binary=False)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
     return frame
+
+
+def with_methods(records: pd.DataFrame) -> pd.DataFrame:
+    """A copy of `records` whose `method` is filled everywhere: where a row has none (records
+    older than the column, or hand-made frames), random / autoencoder / context_encoder/<mask>/<loss>."""
+    frame = records.copy()
+    derived = frame["pretext"].astype(str)
+    if {"mask", "loss"} <= set(frame.columns):
+        ce = frame["pretext"] == "context_encoder"
+        derived = derived.where(~ce, derived + "/" + frame["mask"].astype(str) + "/" + frame["loss"].astype(str))
+    if "method" not in frame:
+        frame["method"] = derived
+    else:
+        given = frame["method"].astype(object)
+        frame["method"] = given.where(given.notna() & (given.astype(str) != ""), derived)
+    return frame
+
+
+def split_metric(metric: str) -> tuple[str, str | None]:
+    """'map@10%' -> ('map', '10%'), 'miou' -> ('miou', None): a metric and its qualifier (label
+    fraction or encoder stage), as records name them."""
+    base, _, qualifier = metric.partition("@")
+    return base, qualifier or None

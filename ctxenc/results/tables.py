@@ -1,71 +1,78 @@
-"""Summaries derived from records with pandas: mean, std, n and 95% intervals over seeds,
-paired differences, and the paper-style pivot."""
+"""Tables derived from records with pandas: mean ± std over seeds per method and column, the
+trivial references beside them, the curves' numbers, the paper's table beside ours; written
+as Markdown (table.md) and LaTeX (table.tex)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 
-from ctxenc.results.stats import paired_differences, t_interval
+from ctxenc.io import atomic_write_text
+from ctxenc.results.paper import PaperTable
+from ctxenc.results.records import split_metric, with_methods
+from ctxenc.results.references import reference_values
+from ctxenc.results.stats import t_interval
 
-PRETEXT_ORDER = ["random", "autoencoder", "context_encoder"]
-
-
-def label_rows(records: pd.DataFrame) -> pd.DataFrame:
-    """Add `method`: random, autoencoder, or context_encoder/<mask>/<loss> as tables show it."""
-    frame = records.copy()
-    ce = frame["pretext"] == "context_encoder"
-    frame["method"] = frame["pretext"]
-    frame.loc[ce, "method"] = frame.loc[ce, "pretext"] + "/" + frame.loc[ce, "mask"] + "/" + frame.loc[ce, "loss"]
-    return frame
+HEADLINE_METRICS = ("accuracy", "map", "miou")
+# Rows in the paper's order: the supervised reference first, the context encoder last.
+PRETEXT_ORDER = ["supervised", "random", "autoencoder", "rotation", "colorization", "context_prediction", "context_encoder"]
 
 
 def method_order(methods) -> list[str]:
-    return sorted(set(methods), key=lambda m: (PRETEXT_ORDER.index(m.split("/")[0]) if m.split("/")[0] in PRETEXT_ORDER else 99, m))
+    """Methods sorted by pretext (PRETEXT_ORDER, unknown ones last), then by label."""
+    def key(method: str):
+        pretext = method.split("/")[0]
+        return (PRETEXT_ORDER.index(pretext) if pretext in PRETEXT_ORDER else len(PRETEXT_ORDER), method)
+    return sorted(set(methods), key=key)
+
+
+def final_budget(records: pd.DataFrame) -> pd.DataFrame:
+    """Records with `method` filled, keeping each method's rows at its largest `pretrain_steps`:
+    a pretraining-length sweep has several lengths per method, and tables and comparisons are made
+    at the longest (the sweep plot shows the others). Rows without steps (old records) all stay."""
+    frame = with_methods(records)
+    steps = pd.to_numeric(frame["pretrain_steps"], errors="coerce") if "pretrain_steps" in frame else None
+    if steps is None or steps.isna().all():
+        return frame
+    longest = steps.groupby(frame["method"]).transform("max")
+    return frame[steps.isna() | (steps == longest)]
 
 
 def summarize(records: pd.DataFrame) -> pd.DataFrame:
     """One row per (method, protocol, metric): mean, std (ddof 1), n and the 95% t interval."""
     rows = []
-    for (method, protocol, metric), values in label_rows(records).groupby(["method", "protocol", "metric"])["value"]:
+    for (method, protocol, metric), values in with_methods(records).groupby(["method", "protocol", "metric"])["value"]:
         mean, low, high = t_interval(values)
         rows.append({"method": method, "protocol": protocol, "metric": metric, "mean": mean,
                      "std": values.std(ddof=1) if len(values) > 1 else 0.0, "n": len(values), "ci_low": low, "ci_high": high})
     return pd.DataFrame(rows, columns=["method", "protocol", "metric", "mean", "std", "n", "ci_low", "ci_high"])
 
 
-def paper_table(records: pd.DataFrame, metric: str = "accuracy", scale: float = 100.0) -> pd.DataFrame:
-    """Rows = method, columns = protocols ("mean ± std" of `metric`, in %), plus pretraining time and n."""
-    frame = label_rows(records)
-    summary = summarize(records)
-    summary = summary[summary["metric"] == metric]
-    cells = summary.assign(cell=[f"{m * scale:.1f} ± {s * scale:.1f}" for m, s in zip(summary["mean"], summary["std"])])
-    table = cells.pivot(index="method", columns="protocol", values="cell")
-    seeds = frame.groupby("method")["seed"].nunique()
-    seconds = frame.groupby("method")["pretrain_seconds"].mean()
-    table.insert(0, "pretraining time", [f"{seconds[m]:.0f} s" for m in table.index])
-    table.insert(1, "seeds", [int(seeds[m]) for m in table.index])
-    table = table.loc[method_order(table.index)]
-    table.columns.name = None
-    return table.rename(columns={p: f"{p} {metric} (%)" for p in summary["protocol"].unique()})
-
-
-def split_metric(metric: str) -> tuple[str, str | None]:
-    """'map@10%' -> ('map', '10%'), 'miou' -> ('miou', None): a metric and its qualifier (label
-    fraction or encoder stage), as records name them."""
-    base, _, qualifier = metric.partition("@")
-    return base, qualifier or None
+def headline_columns(records: pd.DataFrame) -> list[dict]:
+    """Report columns {title, protocol, metric} for every headline metric the records hold, in
+    recorded order: what a suite without a `report` section gets."""
+    pairs = records[["protocol", "metric"]].drop_duplicates()
+    return [{"title": f"{protocol} {metric}", "protocol": protocol, "metric": metric}
+            for protocol, metric in zip(pairs["protocol"], pairs["metric"]) if split_metric(metric)[0] in HEADLINE_METRICS]
 
 
 def column_table(records: pd.DataFrame, columns: list[dict], scale: float = 100.0) -> pd.DataFrame:
-    """Rows = method; "pretraining time", "seeds", then one "mean ± std" column per entry of
-    `columns` ({title, protocol, metric}), values scaled by `scale` (to %)."""
-    frame = label_rows(records)
-    summary = summarize(records).set_index(["method", "protocol", "metric"])
+    """Rows = methods, then the trivial references any column has ("class prior (reference)").
+    Columns: pretraining time, pretraining steps (when recorded), seeds, then one "mean ± std"
+    column per entry of `columns` ({title, protocol, metric}), values scaled by `scale` (to %)."""
+    frame = with_methods(records)
+    summary = summarize(frame).set_index(["method", "protocol", "metric"])
     methods = method_order(frame["method"])
     table = pd.DataFrame(index=pd.Index(methods, name=None))
-    seconds = frame.groupby("method")["pretrain_seconds"].mean()
-    table["pretraining time"] = [f"{seconds[m]:.0f} s" for m in methods]
-    table["seeds"] = [int(frame[frame["method"] == m]["seed"].nunique()) for m in methods]
+    seconds = pd.to_numeric(frame["pretrain_seconds"], errors="coerce").groupby(frame["method"]).mean()
+    table["pretraining time"] = [f"{seconds[m]:.0f} s" if pd.notna(seconds[m]) else "–" for m in methods]
+    steps = pd.to_numeric(frame.get("pretrain_steps"), errors="coerce") if "pretrain_steps" in frame else None
+    if steps is not None and steps.notna().any():
+        by_method = steps.groupby(frame["method"]).agg(lambda s: ", ".join(f"{v:.0f}" for v in sorted(s.dropna().unique())))
+        table["pretraining steps"] = [by_method[m] or "–" for m in methods]
+    table["seeds"] = [str(frame[frame["method"] == m]["seed"].nunique()) for m in methods]
+    references: dict[str, dict[str, str]] = {}
     for col in columns:
         cells = []
         for m in methods:
@@ -73,53 +80,72 @@ def column_table(records: pd.DataFrame, columns: list[dict], scale: float = 100.
             cells.append(f"{summary.loc[key, 'mean'] * scale:.1f} ± {summary.loc[key, 'std'] * scale:.1f}"
                          if key in summary.index else "–")
         table[col["title"]] = cells
+        for name, value in reference_values(frame, col["protocol"], col["metric"]).items():
+            references.setdefault(name, {})[col["title"]] = f"{value * scale:.1f}"
+    for name, cells in references.items():
+        table.loc[f"{name} (reference)"] = {c: cells.get(c, "–") for c in table.columns}
     return table
 
 
-def paired_difference(records: pd.DataFrame, method: str, baseline: str, protocol: str, metric: str,
-                      confidence: float = 0.95) -> dict | None:
-    """`method` − `baseline` on (protocol, metric), paired by seed: mean, t-interval, per-seed values.
-
-    Returns None when the two share no seed. With one shared seed the interval is infinite.
-    """
-    frame = label_rows(records)
-    rows = frame[(frame["protocol"] == protocol) & (frame["metric"] == metric)]
-    by_seed = rows.pivot_table(index="seed", columns="method", values="value")
-    if method not in by_seed or baseline not in by_seed:
-        return None
-    diff = (by_seed[method] - by_seed[baseline]).dropna()
-    if diff.empty:
-        return None
-    mean, low, high = t_interval(diff, confidence)
-    if len(diff) == 1:  # one shared seed: no spread to estimate, the interval is unbounded
-        low, high = float("-inf"), float("inf")
-    n = len(diff)
-    return {"mean": mean, "low": low, "high": high, "n": n, "per_seed": diff.tolist()}
+def qualified_families(records: pd.DataFrame) -> list[tuple[str, str, bool]]:
+    """(protocol, metric, is_fraction) for every headline metric recorded as metric@qualifier."""
+    families = []
+    bases = records["metric"].map(lambda m: split_metric(m)[0])
+    for (protocol, metric), rows in records.groupby(["protocol", bases], sort=False):
+        qualifiers = [split_metric(m)[1] for m in rows["metric"].unique()]
+        if metric in HEADLINE_METRICS and all(qualifiers):
+            families.append((protocol, metric, all(q.endswith("%") for q in qualifiers)))
+    return families
 
 
-def interval_table(records: pd.DataFrame, metric: str = "accuracy", scale: float = 100.0) -> pd.DataFrame:
-    """Mean, std, n and 95% t interval per method and protocol (long form, in %)."""
+def qualifiers(records: pd.DataFrame, protocol: str, metric: str) -> list[str]:
+    """The qualifiers of `metric`@q in `protocol`: label fractions by value, stages as recorded."""
+    mine = records[(records["protocol"] == protocol) & records["metric"].str.startswith(metric + "@")]
+    found = list(dict.fromkeys(mine["metric"].str.partition("@")[2]))
+    if found and all(q.endswith("%") for q in found):
+        found.sort(key=lambda q: float(q[:-1]))
+    return found
+
+
+def qualified_table(records: pd.DataFrame, protocol: str, metric: str, scale: float = 100.0) -> pd.DataFrame:
+    """The numbers behind a curve: rows = method, columns = qualifier, "mean ± std"."""
     summary = summarize(records)
-    summary = summary[summary["metric"] == metric]
-    table = pd.DataFrame({
-        "method": summary["method"], "protocol": summary["protocol"],
-        "mean": (summary["mean"] * scale).round(2), "std": (summary["std"] * scale).round(2), "n": summary["n"],
-        "95% CI": [f"[{lo * scale:.2f}, {hi * scale:.2f}]" for lo, hi in zip(summary["ci_low"], summary["ci_high"])],
-    })
-    table["order"] = table["method"].map({m: i for i, m in enumerate(method_order(table["method"]))})
-    return table.sort_values(["protocol", "order"]).drop(columns="order").reset_index(drop=True)
+    rows = summary[(summary["protocol"] == protocol) & summary["metric"].str.startswith(metric + "@")].copy()
+    rows["cell"] = [f"{m * scale:.1f} ± {s * scale:.1f}" for m, s in zip(rows["mean"], rows["std"])]
+    rows["q"] = rows["metric"].str.partition("@")[2]
+    pivot = rows.pivot(index="method", columns="q", values="cell")[qualifiers(records, protocol, metric)]
+    pivot = pivot.loc[method_order(pivot.index)]
+    pivot.columns.name, pivot.index.name = None, None
+    return pivot
 
 
-def difference_table(records: pd.DataFrame, metric: str = "accuracy", scale: float = 100.0) -> pd.DataFrame:
-    """Paired per-seed differences against random and autoencoder (in points), marked where the
-    95% interval excludes zero (outside seed noise)."""
-    frame = label_rows(records)
-    diffs = paired_differences(frame[frame["metric"] == metric])
-    return pd.DataFrame({
-        "protocol": diffs["protocol"],
-        "comparison": diffs["method"] + " − " + diffs["baseline"],
-        "difference": [f"{d * scale:+.2f}" for d in diffs["difference"]],
-        "95% CI": [f"[{lo * scale:+.2f}, {hi * scale:+.2f}]" for lo, hi in zip(diffs["ci_low"], diffs["ci_high"])],
-        "n": diffs["n"],
-        "outside seed noise": ["yes" if o else "no" for o in diffs["outside_noise"]],
-    })
+def beside_paper(table: pd.DataFrame, columns: list[dict], paper: PaperTable) -> pd.DataFrame:
+    """The paper's rows in its order, each beside our matching rows (or "–"), then our rows it
+    has no counterpart for; for each column with a `paper` key: the paper's value | ours."""
+    ours = [m for m in table.index if not m.endswith("(reference)")]
+    order: list[tuple[str, str | None]] = []  # (row label, our method or None)
+    for row in paper.rows:
+        matched = [m for m in ours if paper.row_of(m) == row]
+        order += [(m, m) for m in matched] or [(f"({row})", None)]
+    order += [(m, m) for m in ours if paper.row_of(m) is None]
+    rows = {}
+    for label, method in order:
+        paper_row = paper.row_of(method) if method else label[1:-1]
+        published = paper.rows.get(paper_row, {}) if paper_row else {}
+        row = {"paper row": paper_row or "–", "pretraining time (paper)": published.get("pretraining time", "–"),
+               "pretraining time (ours)": table.loc[method, "pretraining time"] if method else "–"}
+        for col in columns:
+            if "paper" in col:
+                row[f"{col['paper']} (paper)"] = published.get(col["paper"], "–")
+                row[f"{col['title']} (ours)"] = table.loc[method, col["title"]] if method else "–"
+        rows[label] = row
+    return pd.DataFrame.from_dict(rows, orient="index").astype(str)
+
+
+def write_tables(out_dir: Path, tables: list[tuple[str, pd.DataFrame]]) -> tuple[Path, Path]:
+    """table.md and table.tex in `out_dir`: each (caption, table) in order, Markdown and LaTeX
+    (booktabs tabulars, special characters escaped, ready to \\input into a paper)."""
+    markdown = "\n\n".join(f"{caption}\n\n{frame.to_markdown()}" for caption, frame in tables)
+    latex = "\n".join(frame.to_latex(caption=caption, escape=True) for caption, frame in tables)
+    header = "% ctxenc report: tables derived from records.csv (needs \\usepackage{booktabs})\n"
+    return (atomic_write_text(out_dir / "table.md", markdown + "\n"), atomic_write_text(out_dir / "table.tex", header + latex))
