@@ -20,7 +20,7 @@ def test_context_encoder_on_a_6x6_map_decodes_to_227():
     assert len(ups) == 5  # 6 -> 192, as the paper's five up-convolutions, then resized to 227
     assert model(torch.zeros(1, 3, 227, 227)).shape == (1, 3, 227, 227)
     # channel-wise FC sized for the 6x6 map: m * n^4 weights
-    assert model.channelwise_fc.fc.weight.numel() == 256 * 6**4
+    assert model.head.channelwise_fc.fc.weight.numel() == 256 * 6**4
 
 
 def test_timm_backbone_through_features_only():

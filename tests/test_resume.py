@@ -107,7 +107,7 @@ def test_bench_killed_and_rerun_equals_clean_run(fmnist_root, tmp_path):
     assert (out / ".lock").exists()  # left behind by the killed process, taken over below
     finish(ctxenc("bench", suite, "--out", out, "--data-root", fmnist_root, "--no-progress"))
 
-    timing = ["pretrain_seconds", "eval_seconds"]
+    timing = ["pretrain_seconds", "eval_seconds", "wall_seconds"]
     clean = pd.read_csv(tmp_path / "clean" / "records.csv").drop(columns=timing)
     resumed = pd.read_csv(out / "records.csv").drop(columns=timing)
     pd.testing.assert_frame_equal(clean, resumed)
