@@ -118,3 +118,77 @@ def test_rotation_head_and_falling_loss():
 
 def test_rotation_resumes_to_the_same_weights(fmnist_root, tmp_path, monkeypatch):
     assert_resume_round_trip("rotation", fmnist_root, tmp_path, monkeypatch)
+
+
+# --- context prediction -----------------------------------------------------------------------
+
+def test_context_prediction_grid_scaled_from_the_paper():
+    from ctxenc.pretext.context_prediction import ContextPredictionConfig, PatchGrid
+
+    grid = PatchGrid.for_size(32, ContextPredictionConfig())
+    assert (grid.patch, grid.gap, grid.jitter, grid.slack) == (8, 3, 1, 0)  # 3 x 8 + 2 x 3 + 2 x 1 = 32
+    assert PatchGrid.for_size(128, ContextPredictionConfig()) == PatchGrid(128, 32, 14, 2)
+    assert PatchGrid.for_size(32, ContextPredictionConfig(patch_px=6, gap_px=2, jitter_px=0)).slack == 10
+    assert PatchGrid.for_size(32, ContextPredictionConfig(patch_px=10)) == PatchGrid(32, 10, 0, 1)  # 1 px per gap left
+    with pytest.raises(UserError, match="needs 36 px, more than the 32 px input"):
+        PatchGrid.for_size(32, ContextPredictionConfig(patch_px=10, gap_px=2))
+
+
+def test_context_prediction_patches_lie_apart_inside_the_image_where_the_label_says():
+    from ctxenc.pretext.context_prediction import NEIGHBOURS, ContextPredictionConfig, PatchGrid
+
+    grid = PatchGrid.for_size(32, ContextPredictionConfig(patch_px=6, gap_px=2, jitter_px=1))  # slack 8: offsets too
+    draws = grid.sample(2000, torch.Generator().manual_seed(0))
+    centre, neighbour = grid.corners(draws)
+    for corners in (centre, neighbour):
+        assert corners.min() >= 0 and corners.max() <= 32 - 6
+    cells = torch.tensor(NEIGHBOURS)[draws[:, 0]] - 1  # (-1, 0 or 1) rows and columns from the centre
+    shift = neighbour - centre
+    across = cells != 0
+    assert torch.equal(torch.sign(shift[across]), cells[across])  # the neighbour lies where its label says
+    assert shift[across].abs().min() == 6 + 2 - 2 and shift[across].abs().max() == 6 + 2 + 2  # patch + gap -+ both jitters
+    assert shift[~across].abs().max() == 2  # same row or column: only the jitters differ
+    assert len(draws[:, 0].unique()) == 8 and draws[:, 5:].max() == grid.slack
+
+
+def test_crop_cuts_each_image_at_its_own_corner():
+    from ctxenc.pretext.context_prediction import crop
+
+    images = torch.arange(2 * 3 * 8 * 8, dtype=torch.float32).view(2, 3, 8, 8)
+    patches = crop(images, torch.tensor([[0, 1], [5, 2]]), 3)
+    assert patches.shape == (2, 3, 3, 3)
+    assert torch.equal(patches[0], images[0, :, 0:3, 1:4])
+    assert torch.equal(patches[1], images[1, :, 5:8, 2:5])
+
+
+def test_context_prediction_refuses_patches_too_small_for_the_encoder():
+    with pytest.raises(UserError, match="cannot run on the grid's 4 px patches"):
+        build("context_prediction", patch_px=4)  # the small encoder halves 3 times: 4 -> 2 -> 1 -> 0
+
+
+def ramp_images(n: int = 16, size: int = 32) -> torch.Tensor:
+    """(n, 1, S, S) in [-1, 1]: a diagonal brightness ramp plus noise, so positions are learnable."""
+    gen = torch.Generator().manual_seed(2)
+    coords = torch.arange(size, dtype=torch.float32) / (size - 1)
+    ramp = (coords.view(1, size) + 2 * coords.view(size, 1)) / 3
+    return (ramp + 0.3 * torch.rand(n, 1, size, size, generator=gen)).clamp(0, 1) * 2 - 1
+
+
+def test_context_prediction_head_and_falling_loss():
+    model = build("context_prediction")
+    images = ramp_images()
+    draws = model.grid.sample(64, torch.Generator().manual_seed(3))
+
+    def loss() -> float:
+        with torch.no_grad():
+            return model.forward_loss(images.repeat(4, 1, 1, 1), draws)["loss"].item()
+
+    patch = torch.zeros(16, 1, 8, 8)
+    assert model(patch, patch).shape == (16, 8)
+    before = loss()
+    train(model, {"images": images})
+    assert loss() < 0.5 * before
+
+
+def test_context_prediction_resumes_to_the_same_weights(fmnist_root, tmp_path, monkeypatch):
+    assert_resume_round_trip("context_prediction", fmnist_root, tmp_path, monkeypatch)
