@@ -192,3 +192,69 @@ def test_context_prediction_head_and_falling_loss():
 
 def test_context_prediction_resumes_to_the_same_weights(fmnist_root, tmp_path, monkeypatch):
     assert_resume_round_trip("context_prediction", fmnist_root, tmp_path, monkeypatch)
+
+
+# --- colorization -----------------------------------------------------------------------------
+
+def test_luma_by_hand():
+    from ctxenc.pretext.colorization import luma
+
+    red, blue, white = [1.0, -1.0, -1.0], [-1.0, -1.0, 1.0], [1.0, 1.0, 1.0]
+    images = torch.tensor([red, blue, white]).view(3, 3, 1, 1)
+    grey = luma(images)
+    assert grey.shape == (3, 3, 1, 1) and torch.equal(grey[:, 0], grey[:, 2])  # replicated
+    torch.testing.assert_close(grey[:, 0].flatten(), torch.tensor([0.299 - 0.587 - 0.114, -0.299 - 0.587 + 0.114, 1.0]))
+    assert (images - grey).abs().max() <= 2.0  # the chroma the doubled Tanh range must cover (blue: 1.772)
+
+
+def colour_images(n: int = 16, size: int = 32) -> torch.Tensor:
+    """(n, 3, S, S) in [-1, 1]: a reddish top half over a bluish bottom half, noisy brightness."""
+    gen = torch.Generator().manual_seed(4)
+    images = torch.empty(n, 3, size, size)
+    images[:, :, : size // 2] = torch.tensor([0.8, -0.6, -0.6]).view(1, 3, 1, 1)
+    images[:, :, size // 2 :] = torch.tensor([-0.6, -0.2, 0.8]).view(1, 3, 1, 1)
+    return (images + 0.2 * torch.rand(n, 1, size, size, generator=gen)).clamp(-1, 1)
+
+
+def test_colorization_sees_only_grey_and_its_loss_falls():
+    model = build("colorization", channels=3)
+    images = colour_images()
+    out = model.forward_loss(images)
+    assert out["prediction"].shape == images.shape
+    # Another colouring of the same luma gives the same prediction: the encoder never sees colour.
+    recoloured = images + 0.1 * torch.tensor([0.587, -0.299, 0.0]).view(1, 3, 1, 1)  # zero luma shift
+    torch.testing.assert_close(model.forward_loss(recoloured)["prediction"], out["prediction"])
+
+    def loss() -> float:
+        with torch.no_grad():
+            return model.forward_loss(images)["loss"].item()
+
+    before = loss()
+    train(model, {"images": images})
+    assert loss() < 0.5 * before
+
+
+def test_colorization_refuses_grey_data():
+    with pytest.raises(UserError, match="colorization needs colour \\(RGB\\) images, but these have 1 channel;"):
+        build("colorization", channels=1)
+
+
+def test_colorization_resumes_to_the_same_weights(tmp_path, monkeypatch):
+    images = torch.randint(0, 256, (64, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(6))
+    train = TrainConfig(batch_size=8, max_steps=4, checkpoint_every=2, log_every=1, seed=5)
+    meta = {"encoder": {"name": "small"}, "pretext": {"name": "colorization"}, "train": vars(train), "data": {}}
+
+    def run(out: str, resume: bool = False) -> dict:
+        model = build("colorization", channels=3)
+        (tmp_path / out).mkdir(exist_ok=True)
+        train_loop(model, images, None, train, tmp_path / out, meta, progress=False, resume=resume)
+        return model.state_dict()
+
+    clean = run("clean")
+    with monkeypatch.context() as patch:
+        crash_at(patch, PRETEXTS["colorization"], 2)
+        with pytest.raises(KeyboardInterrupt):
+            run("resumed")
+    assert load_checkpoint(tmp_path / "resumed" / "last.pt")["step"] == 2
+    assert_same_weights(clean, run("resumed", resume=True))
+    assert losses(tmp_path / "clean" / "log.jsonl") == losses(tmp_path / "resumed" / "log.jsonl")
