@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from ctxenc.checkpoint import load_checkpoint
 from ctxenc.device import grad_scaler
@@ -258,3 +259,58 @@ def test_colorization_resumes_to_the_same_weights(tmp_path, monkeypatch):
     assert load_checkpoint(tmp_path / "resumed" / "last.pt")["step"] == 2
     assert_same_weights(clean, run("resumed", resume=True))
     assert losses(tmp_path / "clean" / "log.jsonl") == losses(tmp_path / "resumed" / "log.jsonl")
+
+
+# --- supervised -------------------------------------------------------------------------------
+
+def test_label_losses_by_hand():
+    import math
+
+    from ctxenc.pretext.supervised import label_loss
+
+    assert label_loss(torch.zeros(2, 4), torch.tensor([0, 3]), "single_label").item() == pytest.approx(math.log(4))
+    labels = torch.tensor([[1.0, 0.0, -1.0]])
+    logits = torch.tensor([[0.0, 0.0, 100.0]], requires_grad=True)  # the ignored entry is far off, and must not count
+    loss = label_loss(logits, labels, "multi_label")
+    assert loss.item() == pytest.approx(2 * math.log(2) / 3)  # log 2 per known entry, over all 3 entries
+    loss.backward()
+    assert logits.grad[0, 2] == 0 and logits.grad[0, 0] < 0 < logits.grad[0, 1]
+
+
+def class_bars(n: int = 16, classes: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
+    """(n, 1, 32, 32) in [-1, 1] and int64 (n,) labels: class k is a bright bar at rows 4 + 6k."""
+    gen = torch.Generator().manual_seed(7)
+    labels = torch.arange(n) % classes
+    images = torch.rand(n, 1, 32, 32, generator=gen) * 0.6 - 1
+    for i, k in enumerate(labels):
+        images[i, :, 4 + 6 * k : 7 + 6 * k, 4:28] = 1
+    return images, labels
+
+
+@pytest.mark.parametrize("task", ["single_label", "multi_label"])
+def test_supervised_head_and_falling_loss(task):
+    images, labels = class_bars()
+    if task == "multi_label":  # multi-hot, with one entry per image ignored
+        labels = F.one_hot(labels, 4).float()
+        labels[torch.arange(16), (torch.arange(16) + 1) % 4] = -1
+    model = build("supervised", num_classes=4, task=task, grid=2)
+    assert model(images).shape == (16, 4) and model.head.in_features == 128 * 2 * 2
+
+    def loss() -> float:
+        with torch.no_grad():
+            return model.forward_loss(images, labels)["loss"].item()
+
+    before = loss()
+    train(model, {"images": images, "labels": labels})
+    assert loss() < 0.5 * before
+
+
+def test_supervised_refuses_data_without_class_labels():
+    with pytest.raises(UserError, match="supervised pretraining needs single_label or multi_label class labels, but"):
+        build("supervised", num_classes=None, task=None)
+    with pytest.raises(UserError, match="grid must be 1-8"):
+        pretext_spec({"name": "supervised", "grid": 0})
+
+
+def test_supervised_resumes_to_the_same_weights(fmnist_root, tmp_path, monkeypatch):
+    assert_resume_round_trip("supervised", fmnist_root, tmp_path, monkeypatch)
