@@ -162,9 +162,13 @@ def test_crop_cuts_each_image_at_its_own_corner():
     assert torch.equal(patches[1], images[1, :, 5:8, 2:5])
 
 
-def test_context_prediction_refuses_patches_too_small_for_the_encoder():
-    with pytest.raises(UserError, match="cannot run on the grid's 4 px patches"):
+def test_context_prediction_refuses_patches_too_small_for_the_encoder_unless_resized():
+    with pytest.raises(UserError, match="cannot run on the grid's 4 px patches; use -o resize_patches=true"):
         build("context_prediction", patch_px=4)  # the small encoder halves 3 times: 4 -> 2 -> 1 -> 0
+    model = build("context_prediction", patch_px=4, resize_patches=True)
+    patch = torch.rand(2, 1, 4, 4)
+    assert model(patch, patch).shape == (2, 8)
+    assert model.label(model.cfg) == "context_prediction/patch_px=4/resize_patches=True"
 
 
 def ramp_images(n: int = 16, size: int = 32) -> torch.Tensor:

@@ -18,10 +18,12 @@ Patches go through the encoder at their own size, not resized to S: the encoders
 convolutional and `Encoder.pooled` averages whatever map comes out, while a patch blown up to S
 would teach the first filters on blurred pixels that no evaluation image has. The paper does the
 same: its network learns on 96 px patches at the image's resolution, and transfer runs its
-convolutional layers on whole images. An encoder whose stages cannot shrink a patch that small
-(e.g. AlexNet at 227 px, 56 px patches) is refused at construction; the small encoder at 32 px
-maps an 8 px patch to a 1x1 conv3 cell. Centre and neighbour patches share one encoder pass, so
-BatchNorm sees both; its running statistics are those of patches, not of whole images.
+convolutional layers on whole images. The small encoder at 32 px maps an 8 px patch to a 1x1
+conv3 cell. An encoder whose stages cannot take a patch that small (the dcgan encoder's 4x4
+bottleneck, AlexNet at 227 px with 56 px patches) is refused at construction unless
+`resize_patches` is set, which scales each patch up to the input size first (bilinear). Centre
+and neighbour patches share one encoder pass, so BatchNorm sees both; its running statistics are
+those of patches, not of whole images.
 
 Deviations from the paper:
 - no counter-measures against chromatic aberration (the paper's colour projection or dropping
@@ -55,11 +57,13 @@ PAPER_GAP, PAPER_JITTER = 48, 7  # px around 96 px patches
 class ContextPredictionConfig:
     """patch_px: side of each grid patch; gap_px: the gap between neighbouring patches; jitter_px:
     how far each patch may move either way. Unset (None): scaled from the paper to the input size
-    (32 px: 8, 3, 1)."""
+    (32 px: 8, 3, 1). resize_patches: scale patches up to the encoder's input size (for encoders
+    that cannot run on them at their own size)."""
 
     patch_px: int | None = None
     gap_px: int | None = None
     jitter_px: int | None = None
+    resize_patches: bool = False
 
     def __post_init__(self):
         if self.patch_px is not None and self.patch_px < 1:
@@ -139,9 +143,9 @@ class ContextPrediction(Pretext):
 
     @torch.no_grad()
     def check_patch_size(self) -> int:
-        """Run the encoder once on a patch of the grid's size: -> the pooled feature width, or a
+        """Run the encoder once on a patch as it will see them: -> the pooled feature width, or a
         UserError if its stages cannot shrink a patch that small."""
-        side = self.grid.patch
+        side = self.encoder.input_size if self.cfg.resize_patches else self.grid.patch
         was_training = self.encoder.training
         self.encoder.eval()
         try:
@@ -151,12 +155,17 @@ class ContextPrediction(Pretext):
         finally:
             self.encoder.train(was_training)
         if features is None or features.shape[-1] == 0 or features.shape[-2] == 0:
-            raise UserError(f"the encoder cannot run on the grid's {side} px patches; use a larger --input-size or -o patch_px=N.")
+            raise UserError(f"the encoder cannot run on the grid's {side} px patches; use -o resize_patches=true, "
+                            "a larger --input-size or -o patch_px=N.")
         return features.shape[1]
 
     def forward(self, centre: torch.Tensor, neighbour: torch.Tensor) -> torch.Tensor:
         """centre, neighbour: patches (B, C, P, P) in [-1, 1] -> position logits (B, 8)."""
-        pooled = self.encoder.pooled(torch.cat([centre, neighbour]))  # one pass: BatchNorm sees both
+        patches = torch.cat([centre, neighbour])  # one pass: BatchNorm sees both
+        if self.cfg.resize_patches:
+            size = self.encoder.input_size
+            patches = F.interpolate(patches, size=(size, size), mode="bilinear", align_corners=False)
+        pooled = self.encoder.pooled(patches)
         return self.head(torch.cat(pooled.chunk(2), dim=1))  # (B, 2 * num_features)
 
     def forward_loss(self, images: torch.Tensor, draws: torch.Tensor) -> dict[str, torch.Tensor]:
