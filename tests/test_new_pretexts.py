@@ -69,8 +69,11 @@ def assert_resume_round_trip(name: str, fmnist_root, tmp_path, monkeypatch) -> N
     """4 steps uninterrupted == 2 steps, a crash, then --resume to 4, bit for bit (CPU)."""
     spec = pretext_spec({"name": name})
     train = TrainConfig(batch_size=8, max_steps=4, checkpoint_every=2, log_every=1, seed=5)
-    run = lambda out, resume=False: pretrain("fashion_mnist", {"name": "small"}, spec, train, tmp_path / out, fmnist_root,
-                                             limit=64, progress=False, resume=resume)
+
+    def run(out: str, resume: bool = False) -> Path:
+        return pretrain("fashion_mnist", {"name": "small"}, spec, train, tmp_path / out, fmnist_root, limit=64,
+                        progress=False, resume=resume)
+
     clean = load_checkpoint(run("clean"))
     with monkeypatch.context() as patch:
         crash_at(patch, PRETEXTS[name], 2)

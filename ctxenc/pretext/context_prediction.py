@@ -88,7 +88,8 @@ class PatchGrid:
         """The grid `cfg` asks for, its unset parts scaled from the paper (module docstring)."""
         patch = cfg.patch_px or size // 4
         room = max(size - 3 * patch, 0) // 2  # per gap, jitter included
-        jitter = cfg.jitter_px if cfg.jitter_px is not None else min(room, max(1, round(room * PAPER_JITTER / (PAPER_GAP + PAPER_JITTER))))
+        paper_jitter = min(room, max(1, round(room * PAPER_JITTER / (PAPER_GAP + PAPER_JITTER))))
+        jitter = cfg.jitter_px if cfg.jitter_px is not None else paper_jitter
         gap = cfg.gap_px if cfg.gap_px is not None else max(room - jitter, 0)
         grid = cls(size, patch, gap, jitter)
         if grid.slack < 0:
