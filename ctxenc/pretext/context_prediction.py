@@ -10,9 +10,10 @@ The grid, scaled from the paper to the encoder's input size S (options left unse
 - the paper cuts 96 px patches with 48 px gaps and up to 7 px of jitter from images of roughly
   400-700 px, so the grid covers most of the image;
 - here patch_px = S/4 (8 px at 32 px), and the rest of the side, S - 3 patch_px, goes to the two
-  gaps and the jitter in the paper's proportion, 48 : 7 (rounded; at least 1 px of jitter): at 32 px a 3 px gap and up to 1 px of
-  jitter (so patches are always at least 1 px apart); at 128 px, 32 px patches, a 14 px gap and
-  2 px of jitter. Any pixels left over place the grid at a random offset.
+  gaps and the jitter in the paper's proportion, 48 : 7 (rounded, at least 1 px of jitter): at
+  32 px a 3 px gap and up to 1 px of jitter (so patches are always at least 1 px apart); at
+  128 px, 32 px patches, a 14 px gap and 2 px of jitter. Any pixels left over place the grid at
+  a random offset.
 
 Patches go through the encoder at their own size, not resized to S: the encoders are fully
 convolutional and `Encoder.pooled` averages whatever map comes out, while a patch blown up to S
