@@ -9,7 +9,7 @@ from ctxenc.pretext.base import (PRETEXTS, Pretext, PretextSpec, PretrainData, S
                                  build_pretext, pretext_spec, register_pretext)
 
 # Registration happens on import: one module per pretext.
-from ctxenc.pretext import autoencoder, context_encoder, random_init  # noqa: E402,F401
+from ctxenc.pretext import autoencoder, context_encoder, random_init, rotation, context_prediction, colorization, supervised  # noqa: E402,F401
 
 __all__ = ["PRETEXTS", "Pretext", "PretextSpec", "PretrainData", "StepContext", "TrainingDiverged", "build_pretext",
            "pretext_spec", "register_pretext"]
