@@ -2,8 +2,8 @@ import pytest
 import torch
 
 from ctxenc.data import load_dataset
-from ctxenc.data.scenes import IGNORE, SPLITS, ScenesConfig, load_fashion_scenes, make_scenes, place_item,
-                                 silhouettes, split_items
+from ctxenc.data.scenes import (IGNORE, SPLITS, ScenesConfig, load_fashion_scenes, make_scenes, place_item,
+                                 silhouettes, split_items)
 from ctxenc.errors import UserError
 
 SPEC = {"name": "fashion_scenes", "train_scenes": 40, "test_scenes": 24, "size": 32}
