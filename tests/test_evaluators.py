@@ -5,8 +5,11 @@ from ctxenc.encoders import create_encoder
 from ctxenc.errors import UserError
 from ctxenc.evaluators import (FinetuneConfig, KNNConfig, LinearProbeConfig, SegmentationConfig, finetune, knn,
                                linear_probe, segmentation)
+from ctxenc.evaluators.features import batched, recalibrated
+from ctxenc.evaluators.finetune import trivial_reference
 from ctxenc.evaluators.knn import knn_classifier
 from ctxenc.evaluators.linear_probe import fit_logistic
+from ctxenc.evaluators.selection import train_and_select
 
 
 def test_knn_classifier_known_answer():
@@ -34,7 +37,7 @@ def test_probes_run_on_a_frozen_encoder():
     images += 0.1 * torch.randn_like(images)
     train, test = (images[:90], labels[:90]), (images[90:], labels[90:])
     result = linear_probe(encoder, train, test, LinearProbeConfig(weight_decays=(1e-4, 1e-2), max_iter=30))
-    assert set(result) == {"accuracy", "val_accuracy", "weight_decay"}
+    assert set(result) == {"accuracy", "val_accuracy", "weight_decay", "accuracy_majority"}
     assert result["accuracy"] > 0.9 and result["weight_decay"] in (1e-4, 1e-2)
     assert knn(encoder, train, test, KNNConfig(k=5))["accuracy"] > 0.9
 
@@ -60,7 +63,7 @@ def test_linear_probe_multi_label_layerwise():
     images, labels, _ = squares(160)
     cfg = LinearProbeConfig(stages=("conv1", "conv3"), weight_decays=(1e-3,), max_iter=30)
     result = linear_probe(encoder, (images[:120], labels[:120]), (images[120:], labels[120:]), cfg)
-    assert set(result) == {f"{m}@{s}" for m in ("map", "val_map", "weight_decay") for s in ("conv1", "conv3")}
+    assert set(result) == {f"{m}@{s}" for m in ("map", "val_map", "weight_decay") for s in ("conv1", "conv3")} | {"map_class_prior"}
     assert result["map@conv1"] > 0.9 and result["map@conv3"] > 0.9
 
 
@@ -68,10 +71,15 @@ def test_finetune_single_and_multi_label_with_fractions():
     torch.manual_seed(0)
     encoder = create_encoder("small").eval()
     images, labels, _ = squares(200)
-    cfg = FinetuneConfig(label_fractions=(0.5, 1.0), lrs=(3e-3,), epochs=3, min_steps=40, batch_size=32, flip=False)
+    cfg = FinetuneConfig(label_fractions=(0.5, 1.0), lrs=(3e-3,), max_epochs=3, patience=2, min_steps=40, batch_size=32,
+                         flip=False)
     result = finetune(encoder, (images[:160], labels[:160]), (images[160:], labels[160:]), cfg)
-    assert set(result) == {f"{m}@{p}" for m in ("map", "val_map", "lr", "epochs") for p in ("50%", "100%")}
-    assert result["map@100%"] > 0.9 and 1 <= result["epochs@100%"] <= 10
+    names = ("map", "val_map", "lr", "lr_min", "lr_max", "epochs", "max_epochs")
+    assert set(result) == {f"{m}@{p}" for m in names for p in ("50%", "100%")} | {"map_class_prior"}
+    assert result["map@100%"] > 0.9 and 1 <= result["epochs@100%"] <= result["max_epochs@100%"]
+    # min_steps 40 at 4 (144 fit images) or 2 (72) steps per epoch, plus the patience, raise the cap of 3
+    assert result["max_epochs@100%"] == 10 + 2 and result["max_epochs@50%"] == 20 + 2
+    assert result["lr@100%"] == result["lr_min@100%"] == result["lr_max@100%"] == 3e-3
     single = labels[:, 0].long()  # class = is the first square there
     result = finetune(encoder, (images[:160], single[:160]), (images[160:], single[160:]), cfg)
     assert result["accuracy@100%"] > 0.9
@@ -88,7 +96,7 @@ def test_finetune_is_deterministic():
     torch.manual_seed(0)
     encoder = create_encoder("small").eval()
     images, labels, _ = squares(96)
-    cfg = FinetuneConfig(lrs=(1e-3,), epochs=2, min_steps=4, batch_size=32, seed=5)
+    cfg = FinetuneConfig(lrs=(1e-3,), max_epochs=2, patience=1, min_steps=4, batch_size=32, seed=5)
     runs = [finetune(encoder, (images[:64], labels[:64]), (images[64:], labels[64:]), cfg) for _ in range(2)]
     assert runs[0] == runs[1]
 
@@ -100,10 +108,12 @@ def test_segmentation_frozen_and_finetune():
     maps[:, 0, :] = 255  # an ignored row
     train, test = (images[:90], maps[:90]), (images[90:], maps[90:])
     for mode in ("frozen", "finetune"):
-        cfg = SegmentationConfig(mode=mode, lrs=(3e-2,), epochs=30, batch_size=30, flip=False)
+        cfg = SegmentationConfig(mode=mode, lrs=(3e-2,), max_epochs=30, patience=30, batch_size=30, flip=False)
         result = segmentation(encoder, train, test, cfg)
-        assert {"miou", "pixel_accuracy", "val_miou", "lr", "epochs", "iou/0", "iou/3"} <= set(result)
+        assert {"miou", "pixel_accuracy", "val_miou", "lr", "lr_min", "lr_max", "epochs", "max_epochs", "iou/0", "iou/3",
+                "miou_all_background", "pixel_accuracy_all_background"} <= set(result)
         assert result["pixel_accuracy"] > 0.8 and result["miou"] > 0.4, (mode, result)
+        assert result["miou"] > result["miou_all_background"]
 
 
 def test_segmentation_rejects_unknown_stage_and_mode():
@@ -113,3 +123,72 @@ def test_segmentation_rejects_unknown_stage_and_mode():
         segmentation(encoder, (images, maps), (images, maps), SegmentationConfig(stages=("conv9",)))
     with pytest.raises(UserError, match="mode must be one of"):
         SegmentationConfig(mode="partial")
+
+
+def test_trivial_references_by_hand():
+    # Multi-label: constant scores tie every image, so each class's AP is its positive rate on test.
+    train = torch.tensor([[1, 0], [1, 1], [0, 0], [1, 0]]).float()
+    test = torch.tensor([[1, 0], [0, 1], [0, 0], [1, 1]]).float()  # positive rates 2/4 and 2/4
+    assert trivial_reference(train, test) == {"map_class_prior": pytest.approx(0.5)}
+    test = torch.tensor([[1, 0], [0, 0], [0, 0], [1, 1]]).float()  # 2/4 and 1/4
+    assert trivial_reference(train, test) == {"map_class_prior": pytest.approx(0.375)}
+    # Single-label: always the most frequent training class (2 here), right on 2 of 5 test images.
+    assert trivial_reference(torch.tensor([2, 2, 0, 1, 2]), torch.tensor([2, 0, 1, 2, 1])) == {"accuracy_majority": pytest.approx(0.4)}
+
+
+def test_all_background_reference_by_hand():
+    encoder = create_encoder("small").eval()
+    images, _, maps = squares(40)
+    test_maps = torch.zeros(4, 32, 32, dtype=torch.long)
+    test_maps[0, :16] = 1  # 512 class-1 pixels of 4096
+    test_maps[1, 0, :] = 255  # 32 ignored pixels
+    cfg = SegmentationConfig(mode="frozen", lrs=(1e-2,), max_epochs=1, patience=1, batch_size=20)
+    result = segmentation(encoder, (images, maps), (images[:4], test_maps), cfg)
+    background = (4096 - 512 - 32) / (4096 - 32)  # background IoU = its pixel accuracy; class 1 IoU = 0
+    assert result["pixel_accuracy_all_background"] == pytest.approx(background)
+    assert result["miou_all_background"] == pytest.approx(background / 2)
+
+
+def test_recalibrated_batchnorm_matches_the_images_and_leaves_the_encoder():
+    torch.manual_seed(0)
+    encoder = create_encoder("small").eval()
+    images = 0.5 * torch.randn(64, 1, 32, 32) + 0.3
+    fresh = recalibrated(encoder, images, max_images=48, batch_size=16)
+    bn = fresh.stages.conv1[1]
+    conv = fresh.stages.conv1[0]
+    with torch.no_grad():
+        pre = conv(images[:48])  # what the first BatchNorm sees
+    assert torch.allclose(bn.running_mean, pre.mean(dim=(0, 2, 3)), atol=1e-4)  # cumulative over 3 batches of 16
+    assert not fresh.training and bn.momentum == encoder.stages.conv1[1].momentum
+    assert torch.equal(encoder.stages.conv1[1].running_mean, torch.zeros_like(bn.running_mean))  # untouched
+
+
+def test_batched_matches_one_pass_for_tensors_and_dicts():
+    x = torch.randn(1003, 4)
+    assert torch.equal(batched(lambda t: t * 2, x, 100), x * 2)
+    out = batched(lambda t: {"a": t[:, :1], "b": t.sum(1)}, x, 250)
+    assert torch.equal(out["a"], x[:, :1]) and torch.allclose(out["b"], x.sum(1))
+
+
+def test_early_stopping_keeps_the_best_epoch_and_stops_after_patience():
+    # A score that rises until epoch 3, then falls: training stops at epoch 3 + patience.
+    seen = []
+    model = torch.nn.Linear(1, 1)
+
+    def score(m, idx):
+        seen.append(len(seen) + 1)
+        return -abs(len(seen) - 3)
+
+    chosen = train_and_select(lambda: model, lambda m, idx, gen: m(torch.ones(len(idx), 1)).sum(), score,
+                              torch.arange(8), torch.arange(2), lrs=(1e-3,), max_epochs=50, patience=2,
+                              batch_size=4, weight_decay=0.0, seed=0)
+    assert chosen.epochs == 3 and len(seen) == 5 and chosen.max_epochs == 50
+    assert chosen.metrics((1e-4, 1e-3), "@10%") == {"lr@10%": 1e-3, "lr_min@10%": 1e-4, "lr_max@10%": 1e-3,
+                                                     "epochs@10%": 3.0, "max_epochs@10%": 50.0}
+
+
+def test_bad_schedules_are_one_sentence():
+    with pytest.raises(UserError, match="max_epochs >= 1 and patience >= 1"):
+        FinetuneConfig(patience=0)
+    with pytest.raises(UserError, match="at least one learning rate"):
+        SegmentationConfig(lrs=())

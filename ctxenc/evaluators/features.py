@@ -1,26 +1,71 @@
-"""Extract frozen features once, then reuse them (as DINO's eval_knn does)."""
+"""Frozen features for the evaluators: batched inference, BatchNorm recalibration and pooled
+features extracted once, then reused (as DINO's eval_knn does)."""
 
 from __future__ import annotations
 
+import copy
+from typing import Callable, TypeVar
+
 import torch
+from torch import nn
 
 from ctxenc.encoders import Encoder
+from ctxenc.errors import UserError
+
+Output = TypeVar("Output", torch.Tensor, dict)
 
 
 @torch.no_grad()
+def batched(fn: Callable[[torch.Tensor], Output], x: torch.Tensor, batch_size: int = 500,
+            device: torch.device | str = "cpu") -> Output:
+    """fn applied to x (N, ...) in batches of `batch_size` sent to `device`, without gradients; the
+    outputs (a tensor (N, ...) or a dict of them) come back to the CPU, concatenated along dim 0."""
+    chunks = [fn(x[i : i + batch_size].to(device)) for i in range(0, len(x), batch_size)]
+    if isinstance(chunks[0], dict):
+        return {k: torch.cat([c[k].cpu() for c in chunks]) for k in chunks[0]}
+    return torch.cat([c.cpu() for c in chunks])
+
+
+def device_of(module: nn.Module) -> torch.device:
+    return next(module.parameters()).device
+
+
+@torch.no_grad()
+def recalibrated(encoder: Encoder, images: torch.Tensor, max_images: int = 2000, batch_size: int = 500) -> Encoder:
+    """A copy of `encoder` whose BatchNorm running statistics are recomputed on `images` (N, C, S, S)
+    in [-1, 1] (the first `max_images`), in eval mode; the encoder handed in is not changed.
+
+    Frozen protocols run the encoder in eval mode, on running statistics. Those gathered during
+    pretraining describe masked images (a context encoder sees holes filled with the mean), and
+    a random initialisation never saw an image at all: its statistics stay 0/1, its activations
+    blow up or vanish layer after layer and a frozen head sees degenerate features. So every
+    frozen protocol first re-estimates the statistics on unmasked training images: running
+    averages reset, cumulative (momentum None) over the batches, weights untouched.
+    """
+    encoder = copy.deepcopy(encoder).eval()
+    norms = [m for m in encoder.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return encoder
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # a cumulative average over all batches, not an exponential one
+        m.train()  # only the norms: dropout and the like stay in eval mode
+    batched(encoder, images[:max_images], batch_size, device_of(encoder))
+    for m, momentum in zip(norms, momenta):
+        m.momentum = momentum
+    return encoder.eval()
+
+
 def extract_features(encoder: Encoder, images: torch.Tensor, stage: str | None = None, grid: int = 1,
                      batch_size: int = 1000) -> torch.Tensor:
     """images: (N, C, S, S) in [-1, 1] -> (N, D) pooled features of `stage` (default: the last).
 
-    The encoder runs in eval mode: BatchNorm uses the running statistics gathered during
-    pretraining, so a feature does not depend on the other images in its batch. Batches go to
-    the encoder's device; the features come back to the CPU.
+    The encoder runs in eval mode: BatchNorm uses its running statistics (see `recalibrated`),
+    so a feature does not depend on the other images in its batch. Batches go to the encoder's
+    device; the features come back to the CPU.
     """
     if stage is not None and stage not in encoder.stage_names:
-        from ctxenc.errors import UserError
-
         raise UserError(f"encoder has no stage {stage!r}; its stages are {', '.join(encoder.stage_names)}.")
     encoder.eval()
-    device = next(encoder.parameters()).device
-    chunks = [encoder.pooled(images[i : i + batch_size].to(device), stage, grid).cpu() for i in range(0, len(images), batch_size)]
-    return torch.cat(chunks)
+    return batched(lambda x: encoder.pooled(x, stage, grid), images, batch_size, device_of(encoder))

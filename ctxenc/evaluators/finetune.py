@@ -2,8 +2,13 @@
 
 As the paper's VOC07 classification: every layer is trained, starting from the pretrained
 weights (or the random initialisation for `random`). Single-label data gives accuracy,
-multi-label data (multi-hot labels) mean average precision. The learning rate and the number
-of epochs are chosen on a validation split carved from the labelled training examples.
+multi-label data (multi-hot labels) mean average precision. The learning rate (a log-spaced
+grid) and the epoch (early stopping with patience) are chosen on a validation split carved from
+the labelled training examples; the chosen values and the grid's bounds are returned.
+
+Trivial references beside the score: `map_class_prior` (constant scores, the training class
+prior: each class's AP is then its positive rate on test) or `accuracy_majority` (always the
+most frequent training class). A method that does not beat them has learnt nothing usable.
 """
 
 from __future__ import annotations
@@ -18,22 +23,25 @@ from torch import nn
 
 from ctxenc.encoders import Encoder
 from ctxenc.errors import UserError
+from ctxenc.evaluators.features import batched, device_of
 from ctxenc.evaluators.metrics import mean_average_precision
-from ctxenc.evaluators.selection import carve_validation, train_and_select
+from ctxenc.evaluators.selection import DEFAULT_LRS, carve_validation, check_schedule, train_and_select
 
 
 @dataclass(frozen=True)
 class FinetuneConfig:
     """label_fractions: fractions of the training labels to fine-tune on, each reported as
-    `<metric>@<percent>` (e.g. map@10%); lrs: the learning-rate grid (Adam); epochs: at most this
-    many (the best epoch on validation is kept), but at least `min_steps` steps; grid: the last
-    stage's map is average-pooled to grid x grid before the head; flip: random horizontal flips."""
+    `<metric>@<percent>` (e.g. map@10%); lrs: the learning-rate grid (Adam); each learning rate
+    trains until the validation score has not improved for `patience` epochs, at most `max_epochs`
+    (the best epoch is kept), and at least `min_steps` steps; grid: the last stage's map is
+    average-pooled to grid x grid before the head; flip: random horizontal flips."""
 
     target: ClassVar[str] = "labels"
 
     label_fractions: tuple[float, ...] = (1.0,)
-    lrs: tuple[float, ...] = (1e-3, 3e-3)
-    epochs: int = 10
+    lrs: tuple[float, ...] = DEFAULT_LRS
+    max_epochs: int = 60
+    patience: int = 5
     min_steps: int = 150
     batch_size: int = 64
     weight_decay: float = 1e-4
@@ -45,8 +53,9 @@ class FinetuneConfig:
     def __post_init__(self):
         if not self.label_fractions or not all(0 < f <= 1 for f in self.label_fractions):
             raise UserError(f"label fractions must lie in (0, 1], got {self.label_fractions}.")
-        if not self.lrs or self.epochs < 1 or not 0 < self.val_fraction < 1:
-            raise UserError("finetune needs at least one learning rate, epochs >= 1 and a validation fraction in (0, 1).")
+        check_schedule(self.lrs, self.max_epochs, self.patience, "finetune")
+        if not 0 < self.val_fraction < 1:
+            raise UserError(f"finetune needs a validation fraction in (0, 1), got {self.val_fraction}.")
 
 
 class Classifier(nn.Module):
@@ -70,14 +79,16 @@ def finetune(encoder: Encoder, train: tuple[torch.Tensor, torch.Tensor], test: t
              cfg: FinetuneConfig = FinetuneConfig()) -> dict[str, float]:
     """train, test: (images (N, C, S, S) in [-1, 1], labels (N,) class indices or (N, K) multi-hot).
 
-    -> per label fraction p: {metric@p, val_metric@p, lr@p, epochs@p}, metric = map or accuracy.
+    -> per label fraction p: {metric@p, val_metric@p, lr@p, lr_min@p, lr_max@p, epochs@p,
+    max_epochs@p}, metric = map or accuracy; and once the trivial reference `map_class_prior`
+    or `accuracy_majority`.
     """
     images, labels = train
     multi_label = labels.dim() == 2
     metric = "map" if multi_label else "accuracy"
     num_outputs = labels.shape[1] if multi_label else int(max(labels.max(), test[1].max())) + 1
 
-    device = next(encoder.parameters()).device  # batches go where the encoder is (--device)
+    device = device_of(encoder)  # batches go where the encoder is (--device)
 
     def loss_fn(model, idx, gen):
         x, y = images[idx], labels[idx]
@@ -91,23 +102,32 @@ def finetune(encoder: Encoder, train: tuple[torch.Tensor, torch.Tensor], test: t
         return F.cross_entropy(logits, y)
 
     def score(model, x, y):
-        logits = torch.cat([model(x[i : i + 500].to(device)).cpu() for i in range(0, len(x), 500)])
+        logits = batched(model, x, 500, device)
         if multi_label:
             return mean_average_precision(logits, y)
         return (logits.argmax(1) == y).float().mean().item()
 
-    results = {}
+    results = trivial_reference(labels, test[1])
     for fraction in cfg.label_fractions:
         fit, val = carve_validation(len(images), fraction, cfg.val_fraction, cfg.seed)
         chosen = train_and_select(
             build=lambda: Classifier(copy.deepcopy(encoder), num_outputs, cfg.grid),
             loss_fn=loss_fn, score_fn=lambda model, idx: score(model, images[idx], labels[idx]),
-            fit=fit, val=val, lrs=cfg.lrs, epochs=cfg.epochs, batch_size=cfg.batch_size,
-            weight_decay=cfg.weight_decay, seed=cfg.seed, min_steps=cfg.min_steps,
+            fit=fit, val=val, lrs=cfg.lrs, max_epochs=cfg.max_epochs, patience=cfg.patience,
+            batch_size=cfg.batch_size, weight_decay=cfg.weight_decay, seed=cfg.seed, min_steps=cfg.min_steps,
         )
-        with torch.no_grad():
-            test_score = score(chosen.model.eval(), *test)
         p = percent(fraction)
-        results.update({f"{metric}@{p}": test_score, f"val_{metric}@{p}": chosen.val_score,
-                        f"lr@{p}": chosen.lr, f"epochs@{p}": float(chosen.epochs)})
+        results.update({f"{metric}@{p}": score(chosen.model.eval(), *test), f"val_{metric}@{p}": chosen.val_score,
+                        **chosen.metrics(cfg.lrs, f"@{p}")})
     return results
+
+
+def trivial_reference(train_labels: torch.Tensor, test_labels: torch.Tensor) -> dict[str, float]:
+    """The score of a classifier that ignores the image. Multi-hot labels (N, K) -> {map_class_prior}:
+    constant scores (the training class prior; being constant, each class's AP is its positive rate
+    on test); class indices (N,) -> {accuracy_majority}: always the most frequent training class."""
+    if train_labels.dim() == 2:
+        prior = (train_labels == 1).float().mean(0)
+        return {"map_class_prior": mean_average_precision(prior.expand(len(test_labels), -1), test_labels)}
+    majority = torch.bincount(train_labels).argmax()
+    return {"accuracy_majority": (test_labels == majority).float().mean().item()}

@@ -38,6 +38,7 @@ from skimage.metrics import structural_similarity
 from skimage.restoration import inpaint_biharmonic
 
 from ctxenc.errors import UserError
+from ctxenc.evaluators.features import batched
 from ctxenc.masks import apply_mask, overlap_border, sample_masks
 
 METHODS = ("mean_fill", "biharmonic", "nn_hog", "nn_features", "context_encoder")
@@ -123,18 +124,16 @@ def blend_overlap(images: torch.Tensor, prediction: torch.Tensor, masks: torch.T
     return alpha * prediction + (1 - alpha) * images
 
 
-@torch.no_grad()
 def complete_with_model(model, images: torch.Tensor, mask: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
     """The context encoder's blended completion. images (N, C, S, S) in [-1, 1], mask (1, 1, S, S)."""
     model.eval()
     device = model.fill.device  # batches go where the model is (--device), results come back to the CPU
-    out = []
-    for i in range(0, len(images), batch_size):
-        x = images[i : i + batch_size].to(device)
+
+    def complete(x):
         masks = mask.to(device).expand(len(x), -1, -1, -1)
-        prediction = model(apply_mask(x, masks, model.fill))
-        out.append(blend_overlap(x, prediction, masks, model.cfg.overlap_px).cpu())
-    return torch.cat(out)
+        return blend_overlap(x, model(apply_mask(x, masks, model.fill)), masks, model.cfg.overlap_px)
+
+    return batched(complete, images, batch_size, device)
 
 
 def mean_fill(train: torch.Tensor, images: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -164,16 +163,12 @@ def hog_features(images: torch.Tensor, mask: torch.Tensor, cell: int = 4, orient
     return torch.from_numpy(np.stack(rows)).float()
 
 
-@torch.no_grad()
 def encoder_features(model, images: torch.Tensor, mask: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
     """The encoder's last stage on the masked image (hole = the model's fill), flattened: (N, D)."""
     model.eval()
     device = model.fill.device
-    chunks = []
-    for i in range(0, len(images), batch_size):
-        x = images[i : i + batch_size].to(device)
-        chunks.append(model.encoder(apply_mask(x, mask.to(device).expand(len(x), -1, -1, -1), model.fill)).flatten(1).cpu())
-    return torch.cat(chunks)
+    return batched(lambda x: model.encoder(apply_mask(x, mask.to(device).expand(len(x), -1, -1, -1), model.fill)).flatten(1),
+                   images, batch_size, device)
 
 
 def nearest_neighbours(train_features: torch.Tensor, query_features: torch.Tensor, chunk: int = 256) -> torch.Tensor:

@@ -1,4 +1,9 @@
-"""Weighted k-nearest-neighbour classification on frozen features (Wu et al. 2018; DINO's eval_knn)."""
+"""Weighted k-nearest-neighbour classification on frozen features (Wu et al. 2018; DINO's eval_knn).
+
+The encoder's BatchNorm running statistics are first recalibrated on unmasked training images
+(`features.recalibrated`); `accuracy_majority` (always the most frequent training class) is
+returned beside the accuracy.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +15,8 @@ import torch.nn.functional as F
 
 from ctxenc.encoders import Encoder
 from ctxenc.errors import UserError
-from ctxenc.evaluators.features import extract_features
+from ctxenc.evaluators.features import extract_features, recalibrated
+from ctxenc.evaluators.finetune import trivial_reference
 
 
 @dataclass(frozen=True)
@@ -44,11 +50,12 @@ def knn_classifier(train_features: torch.Tensor, train_labels: torch.Tensor, tes
 
 def knn(encoder: Encoder, train: tuple[torch.Tensor, torch.Tensor], test: tuple[torch.Tensor, torch.Tensor],
         cfg: KNNConfig = KNNConfig()) -> dict[str, float]:
-    """train, test: (images (N, C, S, S) in [-1, 1], labels (N,)). -> {"accuracy"}."""
+    """train, test: (images (N, C, S, S) in [-1, 1], labels (N,)). -> {accuracy, accuracy_majority}."""
     if train[1].dim() != 1:
         raise UserError("knn classifies single-label data only; use linear_probe or finetune for multi-label data.")
+    encoder = recalibrated(encoder, train[0])
     x_train = extract_features(encoder, train[0], cfg.stage, cfg.grid)
     x_test = extract_features(encoder, test[0], cfg.stage, cfg.grid)
     num_classes = int(max(train[1].max(), test[1].max())) + 1
     predicted = knn_classifier(x_train, train[1], x_test, cfg.k, cfg.temperature, num_classes)
-    return {"accuracy": (predicted == test[1]).float().mean().item()}
+    return {"accuracy": (predicted == test[1]).float().mean().item(), **trivial_reference(train[1], test[1])}

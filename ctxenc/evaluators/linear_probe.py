@@ -5,6 +5,12 @@ data (multi-hot labels; mean average precision). The L2 penalty is chosen on a v
 carved from the training set (never on test), then the probe is refit on the whole training set
 with the chosen penalty. With `stages`, every listed stage is probed in turn (the layer-wise
 probe of the paper's follow-ups) and each metric is named `<metric>@<stage>`.
+
+Before the features are extracted, the encoder's BatchNorm running statistics are recalibrated
+on unmasked training images (`features.recalibrated`; a random initialisation's stay 0/1
+otherwise). Features are extracted once per stage and reused across the penalty grid. The
+trivial reference `map_class_prior` (multi-label) or `accuracy_majority` (single-label) is
+returned beside the score.
 """
 
 from __future__ import annotations
@@ -17,7 +23,8 @@ import torch.nn.functional as F
 
 from ctxenc.encoders import Encoder
 from ctxenc.errors import UserError
-from ctxenc.evaluators.features import extract_features
+from ctxenc.evaluators.features import extract_features, recalibrated
+from ctxenc.evaluators.finetune import trivial_reference
 from ctxenc.evaluators.metrics import mean_average_precision
 
 
@@ -83,11 +90,12 @@ def linear_probe(encoder: Encoder, train: tuple[torch.Tensor, torch.Tensor], tes
     """train, test: (images (N, C, S, S) in [-1, 1], labels (N,) or multi-hot (N, K)).
 
     -> {metric, val_metric, weight_decay} with metric = accuracy or map; with `stages`, those
-    three for each stage, suffixed `@<stage>`.
+    three for each stage, suffixed `@<stage>`; and once `map_class_prior` or `accuracy_majority`.
     """
+    encoder = recalibrated(encoder, train[0])
+    results = trivial_reference(train[1], test[1])
     if cfg.stages is None:
-        return probe_stage(encoder, train, test, cfg.stage, cfg)
-    results = {}
+        return {**results, **probe_stage(encoder, train, test, cfg.stage, cfg)}
     for stage in cfg.stages:
         results.update({f"{k}@{stage}": v for k, v in probe_stage(encoder, train, test, stage, cfg).items()})
     return results

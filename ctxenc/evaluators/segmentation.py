@@ -4,9 +4,17 @@ A 1x1 convolution on each chosen stage scores every class at that stage's resolu
 scores are upsampled bilinearly to the finest chosen stage, summed (the skip fusion of FCN) and
 the sum upsampled to the input size (one full-size upsampling, not one per stage: the backward
 pass of bilinear upsampling dominates the cost on a CPU), then trained with per-pixel cross-entropy that skips `ignore_index`. `frozen` trains only the
-classifiers on fixed features; `finetune` trains the encoder too. Learning rate and epochs
-are chosen on a validation split carved from train; mIoU (background included), per-class IoU
-and pixel accuracy are measured on the test split.
+classifiers on fixed features; `finetune` trains the encoder too. The learning rate (a
+log-spaced grid) and the epoch (early stopping with patience) are chosen on a validation split
+carved from train; mIoU (background included), per-class IoU and pixel accuracy are measured on
+the test split.
+
+`frozen` first recalibrates the encoder's BatchNorm running statistics on unmasked training
+images (`features.recalibrated`): without it a random initialisation keeps statistics 0/1 and
+its frozen features give an all-background prediction. The features are then computed once and
+reused across the learning-rate grid and the epochs. The trivial reference of predicting
+background everywhere is returned beside the scores (`miou_all_background`,
+`pixel_accuracy_all_background`): a method that does not beat it has learnt nothing usable.
 """
 
 from __future__ import annotations
@@ -21,8 +29,9 @@ from torch import nn
 
 from ctxenc.encoders import Encoder
 from ctxenc.errors import UserError
+from ctxenc.evaluators.features import batched, device_of, recalibrated
 from ctxenc.evaluators.metrics import confusion_matrix, segmentation_scores
-from ctxenc.evaluators.selection import carve_validation, train_and_select
+from ctxenc.evaluators.selection import DEFAULT_LRS, carve_validation, check_schedule, train_and_select
 
 MODES = ("finetune", "frozen")
 
@@ -30,15 +39,17 @@ MODES = ("finetune", "frozen")
 @dataclass(frozen=True)
 class SegmentationConfig:
     """mode: finetune (train the encoder too) or frozen; stages: encoder stages the classifiers sit
-    on (None: all); lrs: the learning-rate grid (Adam); epochs: at most this many, the best on
-    validation kept; flip: random horizontal flips (finetune only: frozen features are computed once)."""
+    on (None: all); lrs: the learning-rate grid (Adam); each learning rate trains until the
+    validation mIoU has not improved for `patience` epochs, at most `max_epochs` (the best epoch
+    kept); flip: random horizontal flips (finetune only: frozen features are computed once)."""
 
     target: ClassVar[str] = "class_maps"
 
     mode: str = "finetune"
     stages: tuple[str, ...] | None = None
-    lrs: tuple[float, ...] = (1e-3, 3e-3)
-    epochs: int = 10
+    lrs: tuple[float, ...] = DEFAULT_LRS
+    max_epochs: int = 60
+    patience: int = 5
     batch_size: int = 64
     weight_decay: float = 1e-4
     val_fraction: float = 0.1
@@ -49,8 +60,9 @@ class SegmentationConfig:
     def __post_init__(self):
         if self.mode not in MODES:
             raise UserError(f"segmentation mode must be one of {', '.join(MODES)}, got {self.mode!r}.")
-        if not self.lrs or self.epochs < 1 or not 0 < self.val_fraction < 1:
-            raise UserError("segmentation needs at least one learning rate, epochs >= 1 and a validation fraction in (0, 1).")
+        check_schedule(self.lrs, self.max_epochs, self.patience, "segmentation")
+        if not 0 < self.val_fraction < 1:
+            raise UserError(f"segmentation needs a validation fraction in (0, 1), got {self.val_fraction}.")
 
 
 class FCNHead(nn.Module):
@@ -82,20 +94,19 @@ class FCN(nn.Module):
         return self.head(self.encoder.forward_features(x, until=self.last))
 
 
-@torch.no_grad()
 def stage_maps(encoder: Encoder, images: torch.Tensor, stages: list[str], batch_size: int = 500) -> dict[str, torch.Tensor]:
     """Frozen features: images (N, C, S, S) -> {stage: (N, C_s, h_s, w_s)}, encoder in eval mode."""
     encoder.eval()
-    device = next(encoder.parameters()).device
-    chunks = [encoder.forward_features(images[i : i + batch_size].to(device), until=stages[-1]) for i in range(0, len(images), batch_size)]
-    return {s: torch.cat([c[s].cpu() for c in chunks]) for s in stages}
+    maps = batched(lambda x: encoder.forward_features(x, until=stages[-1]), images, batch_size, device_of(encoder))
+    return {s: maps[s] for s in stages}
 
 
 def segmentation(encoder: Encoder, train: tuple[torch.Tensor, torch.Tensor], test: tuple[torch.Tensor, torch.Tensor],
                  cfg: SegmentationConfig = SegmentationConfig()) -> dict[str, float]:
     """train, test: (images (N, C, S, S) in [-1, 1], class maps (N, S, S) with `ignore_index`).
 
-    -> {miou, pixel_accuracy, iou/<k> per class, val_miou, lr, epochs}.
+    -> {miou, pixel_accuracy, iou/<k> per class, val_miou, lr, lr_min, lr_max, epochs, max_epochs,
+    miou_all_background, pixel_accuracy_all_background}.
     """
     images, maps = train
     maps, test_maps = maps.long(), test[1].long()
@@ -111,9 +122,10 @@ def segmentation(encoder: Encoder, train: tuple[torch.Tensor, torch.Tensor], tes
     size = images.shape[-1]
     channels = {s: encoder.feature_shapes()[s][0] for s in stages}
     frozen = cfg.mode == "frozen"
-    device = next(encoder.parameters()).device  # batches go where the encoder is (--device)
+    device = device_of(encoder)  # batches go where the encoder is (--device)
 
     if frozen:
+        encoder = recalibrated(encoder, images)
         train_inputs, test_inputs = stage_maps(encoder, images, stages), stage_maps(encoder, test[0], stages)
 
         def build():
@@ -142,19 +154,17 @@ def segmentation(encoder: Encoder, train: tuple[torch.Tensor, torch.Tensor], tes
         return F.cross_entropy(scores, target.to(device), ignore_index=cfg.ignore_index)
 
     def confusion(model, inputs, targets, idx):
-        total = torch.zeros(num_classes, num_classes, dtype=torch.long)
-        for i in range(0, len(idx), 500):
-            chunk = idx[i : i + 500]
-            total += confusion_matrix(forward(model, inputs, chunk).argmax(1).cpu(), targets[chunk], num_classes, cfg.ignore_index)
-        return total
+        predicted = batched(lambda chunk: forward(model, inputs, chunk).argmax(1), idx, 500)
+        return confusion_matrix(predicted, targets[idx], num_classes, cfg.ignore_index)
 
     fit, val = carve_validation(len(images), 1.0, cfg.val_fraction, cfg.seed)
     chosen = train_and_select(
         build=build, loss_fn=loss_fn,
         score_fn=lambda model, idx: segmentation_scores(confusion(model, train_inputs, maps, idx))["miou"],
-        fit=fit, val=val, lrs=cfg.lrs, epochs=cfg.epochs, batch_size=cfg.batch_size,
-        weight_decay=cfg.weight_decay, seed=cfg.seed,
+        fit=fit, val=val, lrs=cfg.lrs, max_epochs=cfg.max_epochs, patience=cfg.patience,
+        batch_size=cfg.batch_size, weight_decay=cfg.weight_decay, seed=cfg.seed,
     )
-    with torch.no_grad():
-        scores = segmentation_scores(confusion(chosen.model.eval(), test_inputs, test_maps, torch.arange(len(test_maps))))
-    return {**scores, "val_miou": chosen.val_score, "lr": chosen.lr, "epochs": float(chosen.epochs)}
+    scores = segmentation_scores(confusion(chosen.model.eval(), test_inputs, test_maps, torch.arange(len(test_maps))))
+    background = segmentation_scores(confusion_matrix(torch.zeros_like(test_maps), test_maps, num_classes, cfg.ignore_index))
+    return {**scores, "val_miou": chosen.val_score, **chosen.metrics(cfg.lrs),
+            "miou_all_background": background["miou"], "pixel_accuracy_all_background": background["pixel_accuracy"]}

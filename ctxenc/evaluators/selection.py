@@ -1,8 +1,11 @@
 """Training a transfer model with its learning rate and epoch count chosen on a validation split.
 
-Shared by `finetune` and `segmentation`: for each learning rate of a small grid, train a fresh
-model for up to `epochs` epochs on the fitting part, score the validation part after every
-epoch, and keep the weights of the best (learning rate, epoch). The test split is never seen.
+Shared by `finetune` and `segmentation`: for each learning rate of a log-spaced grid, train a
+fresh model on the fitting part, score the validation part after every epoch and stop early,
+once the score has not improved for `patience` epochs (or at `max_epochs`); keep the weights of
+the best (learning rate, epoch). The test split is never seen. The chosen values go into the
+metrics beside the grid's bounds, so a report can flag a choice on an edge of the grid (the
+grid is then too narrow) or at the cap (the cap is too low).
 """
 
 from __future__ import annotations
@@ -14,6 +17,10 @@ from typing import Callable
 import torch
 from torch import nn
 
+from ctxenc.errors import UserError
+
+DEFAULT_LRS = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2)
+
 
 @dataclass
 class Selected:
@@ -21,6 +28,21 @@ class Selected:
     lr: float
     epochs: int
     val_score: float
+    max_epochs: int  # the cap each learning rate ran under (raised for small sets by min_steps)
+
+    def metrics(self, lrs: tuple[float, ...], suffix: str = "") -> dict[str, float]:
+        """{lr, lr_min, lr_max, epochs, max_epochs}, each name followed by `suffix` (e.g. '@10%')."""
+        values = {"lr": self.lr, "lr_min": min(lrs), "lr_max": max(lrs), "epochs": float(self.epochs),
+                  "max_epochs": float(self.max_epochs)}
+        return {f"{k}{suffix}": v for k, v in values.items()}
+
+
+def check_schedule(lrs: tuple[float, ...], max_epochs: int, patience: int, what: str) -> None:
+    """One sentence for a grid or schedule that cannot work."""
+    if not lrs or min(lrs) <= 0:
+        raise UserError(f"{what} needs at least one learning rate, all positive, got {list(lrs)}.")
+    if max_epochs < 1 or patience < 1:
+        raise UserError(f"{what} needs max_epochs >= 1 and patience >= 1, got {max_epochs} and {patience}.")
 
 
 def carve_validation(n: int, fraction: float, val_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -36,23 +58,27 @@ def carve_validation(n: int, fraction: float, val_fraction: float, seed: int) ->
 
 def train_and_select(build: Callable[[], nn.Module], loss_fn: Callable[[nn.Module, torch.Tensor, torch.Generator], torch.Tensor],
                      score_fn: Callable[[nn.Module, torch.Tensor], float], fit: torch.Tensor, val: torch.Tensor,
-                     lrs: tuple[float, ...], epochs: int, batch_size: int, weight_decay: float, seed: int,
-                     min_steps: int = 0) -> Selected:
+                     lrs: tuple[float, ...], max_epochs: int, patience: int, batch_size: int, weight_decay: float,
+                     seed: int, min_steps: int = 0) -> Selected:
     """build(): a fresh model (called after seeding); loss_fn(model, batch indices, generator): the
     training loss of a batch; score_fn(model in eval mode, indices): validation score, higher is better.
 
-    Each learning rate trains max(epochs, enough epochs for `min_steps` steps) epochs with Adam.
+    Each learning rate trains with Adam until its validation score has not improved for
+    `patience` epochs, for at most `max_epochs` epochs, and never stops before `min_steps`
+    steps (small labelled fractions have few steps per epoch: the cap rises to fit them).
     """
     batch_size = min(batch_size, len(fit))
     steps_per_epoch = max(1, len(fit) // batch_size)
-    epochs = max(epochs, -(-min_steps // steps_per_epoch))
+    min_epochs = -(-min_steps // steps_per_epoch)
+    max_epochs = max(max_epochs, min_epochs + patience)
     best: Selected | None = None
     for lr in lrs:
         torch.manual_seed(seed)
         model = build()
         opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=weight_decay)
         gen = torch.Generator().manual_seed(seed)
-        for epoch in range(1, epochs + 1):
+        lr_best, lr_best_epoch = float("-inf"), 0
+        for epoch in range(1, max_epochs + 1):
             model.train()
             order = fit[torch.randperm(len(fit), generator=gen)]
             for i in range(steps_per_epoch):
@@ -63,6 +89,11 @@ def train_and_select(build: Callable[[], nn.Module], loss_fn: Callable[[nn.Modul
             model.eval()
             with torch.no_grad():
                 score = score_fn(model, val)
+            if score > lr_best:
+                lr_best, lr_best_epoch = score, epoch
             if best is None or score > best.val_score:
-                best = Selected(copy.deepcopy(model), lr, epoch, score)
+                # Weights only (no optimiser state): the copy the test split will see.
+                best = Selected(copy.deepcopy(model), lr, epoch, score, max_epochs)
+            if epoch - lr_best_epoch >= patience and epoch >= min_epochs:
+                break
     return best

@@ -23,12 +23,30 @@ def overlap_border(mask: torch.Tensor, overlap_px: int) -> torch.Tensor:
     return dilated & ~mask
 
 
-def loss_weights(mask: torch.Tensor, overlap_px: int, overlap_weight: float) -> torch.Tensor:
-    """Per-pixel reconstruction weights: 1 in the hole, `overlap_weight` on its border, 0 elsewhere."""
+LOSS_REGIONS = ("hole", "image", "hole+ring")
+
+
+def loss_weights(mask: torch.Tensor, region: str, overlap_px: int, overlap_weight: float, ring: bool = False) -> torch.Tensor:
+    """Per-pixel reconstruction weights (B, 1, H, W) for a mask bool (B, 1, H, W); `region` says where
+    the reconstruction loss looks:
+
+    - `hole`: the hidden pixels only, weight 1 (the paper's Eq. 1). With `ring` (the caller says
+      so for the paper's centre inpainting model, Sec. 3.3/4.1) also the `overlap_px` border
+      around the hole, at `overlap_weight` (the paper: 10x).
+    - `image`: every pixel, weight 1 (the released random-region script `train_random.lua`).
+    - `hole+ring`: the hole at 1 and its border at `overlap_weight` for every mask shape. For
+      random regions and blocks at 32 px with a 1 px ring at 10x, most of the weight then falls on
+      visible pixels, so the loss is mostly an autoencoder's.
+    """
+    if region not in LOSS_REGIONS:
+        raise UserError(f"unknown loss region {region!r}; valid: {', '.join(LOSS_REGIONS)}.")
     if overlap_weight < 0:
         raise UserError(f"overlap weight must be non-negative, got {overlap_weight}.")
-    border = overlap_border(mask, overlap_px)
-    return mask.float() + overlap_weight * border.float()
+    if region == "image":
+        return torch.ones_like(mask, dtype=torch.float32)
+    if region == "hole" and not ring:
+        return mask.float()
+    return mask.float() + overlap_weight * overlap_border(mask, overlap_px).float()
 
 
 def apply_mask(images: torch.Tensor, mask: torch.Tensor, fill: torch.Tensor | float) -> torch.Tensor:
