@@ -61,8 +61,8 @@ def register_protocol(protocol: Protocol) -> Protocol:
 
 register_protocol(Protocol("linear_probe", LinearProbeConfig, linear_probe, LABELLED, {"max_iter": 10, "weight_decays": 1}))
 register_protocol(Protocol("knn", KNNConfig, knn, ("single_label",)))
-register_protocol(Protocol("finetune", FinetuneConfig, finetune, LABELLED, {"epochs": 1, "min_steps": 0, "lrs": 1}))
-register_protocol(Protocol("segmentation", SegmentationConfig, segmentation, ("segmentation",), {"epochs": 1, "lrs": 1}))
+register_protocol(Protocol("finetune", FinetuneConfig, finetune, LABELLED, {"max_epochs": 1, "min_steps": 0, "lrs": 1}))
+register_protocol(Protocol("segmentation", SegmentationConfig, segmentation, ("segmentation",), {"max_epochs": 1, "lrs": 1}))
 register_protocol(Protocol("inpainting", InpaintingConfig, inpainting, ANY))
 
 __all__ = ["PROTOCOLS", "Protocol", "register_protocol"]

@@ -24,12 +24,11 @@ import torch
 from ctxenc.errors import UserError
 from ctxenc.losses import discriminator_loss, generator_loss, masked_l2
 from ctxenc.masks import MASKS, apply_mask, loss_weights, sample_masks
+from ctxenc.masks.overlap import LOSS_REGIONS
 from ctxenc.pretext.base import Pretext, non_default, register_pretext
 from ctxenc.pretext.layers import Discriminator
 from ctxenc.pretext.reconstruction_head import ReconstructionHead
 from ctxenc.encoders import init_dcgan_weights
-
-LOSS_REGIONS = ("hole", "image", "hole+ring")
 
 
 @dataclass(frozen=True)
@@ -76,7 +75,7 @@ class ContextEncoderConfig:
         if self.predict == "center":
             return {"side": size // 2 - 2 * self.overlap_px}
         if self.mask == "random_block":
-            return {"max_ratio": self.mask_ratio}
+            return {"ratio": self.mask_ratio}
         if self.mask == "random_region":
             return {"min_ratio": self.mask_ratio - 0.05, "max_ratio": self.mask_ratio + 0.05}
         return {}
@@ -91,10 +90,7 @@ class ContextEncoderConfig:
 
     def loss_weights(self, masks: torch.Tensor) -> torch.Tensor:
         """Per-pixel reconstruction weights (B, 1, S, S) for hidden-pixel masks (B, 1, S, S)."""
-        if self.loss_region == "image":
-            return torch.ones_like(masks, dtype=torch.float32)
-        ring = self.loss_region == "hole+ring" or self.mask == "center"
-        return loss_weights(masks, self.overlap_px if ring else 0, self.overlap_weight)
+        return loss_weights(masks, self.loss_region, self.overlap_px, self.overlap_weight, ring=self.mask == "center")
 
     @property
     def loss(self) -> str:
