@@ -33,6 +33,7 @@ suite is checked end to end in about a minute.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import time
 from dataclasses import dataclass, field
@@ -152,14 +153,11 @@ def check_report(suite: Suite, path: Path, methods: list[str], protocols: list[s
                                 f"its rows: {', '.join(methods)}.")
 
 
-def run_suite(path: str | Path, out_dir: str | Path | None = None, data_root=None, limit: int | None = None,
-              progress: bool = True, device: str = "cpu", amp: bool = False) -> Path:
-    """Run every cell of the suite at `path`; returns the output folder.
+def prepare(path: Path, out_dir, data_root, limit: int | None) -> tuple[Suite, Path, list[Cell], list, int | None]:
+    """Everything checked before any work: the suite, its rows, protocols, report, data and folder.
 
-    Default folder: results/<suite>, or results/<suite>-limit<N> under `limit`, so a quick
-    check never leaves records a full run would take for its own and skip.
+    -> (suite, output folder, cells, protocols, limit).
     """
-    path = Path(path)
     suite = load_suite(path)
     limit = limit or suite.limit
     if limit is not None and limit < 1:
@@ -174,17 +172,52 @@ def run_suite(path: str | Path, out_dir: str | Path | None = None, data_root=Non
     for _, name, _, dataset in protocols:
         check_protocol_fits(name, dataset, data_root)
     check_output_folder(out, limit)
-    if suite.threads is not None:
-        torch.set_num_threads(suite.threads)
+    seeds = suite.seeds[:1] if limit else suite.seeds  # a plumbing check: more seeds only repeat it
+    steps = suite.pretrain_steps or (None,)
+    cells = [Cell(p, seed, s) for p in pretexts for s in steps for seed in seeds]
+    return suite, out, cells, protocols, limit
+
+
+def run_suite(path: str | Path, out_dir: str | Path | None = None, data_root=None, limit: int | None = None,
+              progress: bool = True, device: str = "cpu", amp: bool = False, launcher: str = "inline",
+              workers: int = 2) -> Path:
+    """Run every cell of the suite at `path`; returns the output folder.
+
+    Default folder: results/<suite>, or results/<suite>-limit<N> under `limit`, so a quick
+    check never leaves records a full run would take for its own and skip.
+    launcher: `inline` runs the cells one after another in this process; `local` runs them as
+    `workers` parallel jobs on this machine, `slurm` as jobs on a Slurm cluster (through
+    submitit, `ctxenc.launch`); records are appended under a file lock, and a re-run submits
+    only the cells whose records are missing.
+    """
+    path = Path(path)
+    suite, out, cells, protocols, limit = prepare(path, out_dir, data_root, limit)
     out.mkdir(parents=True, exist_ok=True)
     with output_lock(out):
         atomic_write_text(out / "run.json", json.dumps({"limit": limit}) + "\n")
         atomic_write_text(out / "suite.yaml", path.read_text())  # the config beside the results
-        seeds = suite.seeds[:1] if limit else suite.seeds  # a plumbing check: more seeds only repeat it
-        steps = suite.pretrain_steps or (None,)
-        for cell in [Cell(p, seed, s) for p in pretexts for s in steps for seed in seeds]:
-            run_cell(suite, cell, protocols, out, data_root, limit, progress, device, amp)
+        if launcher == "inline":
+            if suite.threads is not None:
+                torch.set_num_threads(suite.threads)
+            for cell in cells:
+                run_cell(suite, cell, protocols, out, data_root, limit, progress, device, amp)
+        else:
+            from ctxenc.launch import run_jobs
+
+            done = read_records(out / "records.csv")
+            jobs = [functools.partial(run_cell_job, str(path), i, str(out), data_root, limit, device, amp)
+                    for i, cell in enumerate(cells) if not all(_has_record(done, cell, label, dataset_name(ds))
+                                                               for label, _, _, ds in protocols)]
+            run_jobs(jobs, launcher, out / "jobs", workers=workers)
     return out
+
+
+def run_cell_job(path: str, index: int, out: str, data_root, limit, device, amp) -> None:
+    """One cell as a cluster job: rebuilt from the suite file, so the job carries only names."""
+    suite, _, cells, protocols, limit = prepare(Path(path), out, data_root, limit)
+    if suite.threads is not None:
+        torch.set_num_threads(suite.threads)
+    run_cell(suite, cells[index], protocols, Path(out), data_root, limit, False, device, amp)
 
 
 def run_cell(suite: Suite, cell: Cell, protocols, out: Path, data_root, limit, progress, device, amp) -> None:

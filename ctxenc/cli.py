@@ -92,6 +92,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, metavar="N", help="run every cell on N images per split, 3 training steps and shortened evaluators, to check a suite end to end")
     add_device_option(p)
     p.add_argument("--amp", action="store_true", help="pretrain in mixed precision (float16 on CUDA, bfloat16 on the CPU)")
+    p.add_argument("--launcher", choices=["inline", "local", "slurm"], default="inline",
+                   help="inline: cells one after another in this process (default); local: WORKERS parallel jobs on this "
+                        "machine; slurm: one Slurm job per cell (submitit); a re-run submits only the unfinished cells")
+    p.add_argument("--workers", type=int, default=2, help="parallel jobs for --launcher local (default: 2; give the suite threads: 1)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
     p = sub.add_parser("inpaint", help="fill a hole in your own images with a context-encoder checkpoint",
@@ -182,8 +186,10 @@ def run(args: argparse.Namespace) -> int:
         from ctxenc.bench import run_suite
         from ctxenc.results.report import write_report
 
+        if args.workers < 1:
+            raise UserError(f"--workers must be at least 1, got {args.workers}.")
         out = run_suite(args.suite, args.out, args.data_root, args.limit, progress=not args.no_progress,
-                        device=args.device, amp=args.amp)
+                        device=args.device, amp=args.amp, launcher=args.launcher, workers=args.workers)
         print(f"wrote {write_report(out, args.data_root)}")
     elif args.command == "report":
         from ctxenc.results.report import write_report

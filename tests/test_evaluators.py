@@ -192,3 +192,15 @@ def test_bad_schedules_are_one_sentence():
         FinetuneConfig(patience=0)
     with pytest.raises(UserError, match="at least one learning rate"):
         SegmentationConfig(lrs=())
+
+
+def test_validation_is_held_out_once_for_every_label_fraction():
+    from ctxenc.evaluators.selection import carve_validation
+
+    fit_all, val_all = carve_validation(2000, 1.0, 0.1, seed=3)
+    fit_10, val_10 = carve_validation(2000, 0.1, 0.1, seed=3)
+    fit_1, val_1 = carve_validation(2000, 0.01, 0.1, seed=3)
+    assert torch.equal(val_all, val_10) and torch.equal(val_10, val_1) and len(val_1) == 200  # not 2 images at 1%
+    assert (len(fit_all), len(fit_10), len(fit_1)) == (1800, 180, 18)
+    assert set(fit_1.tolist()) <= set(fit_10.tolist()) <= set(fit_all.tolist())  # nested
+    assert not set(fit_all.tolist()) & set(val_all.tolist())

@@ -69,14 +69,14 @@ def write_protocol(tmp_path, text):
 
 def test_voc2007_finetune_gives_map(tmp_path, capsys):
     write_voc(tmp_path, "2007")
-    protocol = write_protocol(tmp_path, "protocol: finetune\nlrs: [3.0e-3]\nepochs: 3\nmin_steps: 0\nbatch_size: 8\n")
+    protocol = write_protocol(tmp_path, "protocol: finetune\nlrs: [3.0e-3]\nmax_epochs: 3\nmin_steps: 0\nbatch_size: 8\n")
     values = run_pair(tmp_path, tmp_path, "voc2007", ["--pretext", "context_encoder", "--input-size", "32"], protocol, capsys)
     assert 0 < values["map@100%"] <= 1 and "val_map@100%" in values
 
 
 def test_voc2012_segmentation_gives_miou(tmp_path, capsys):
     write_voc(tmp_path, "2012")
-    protocol = write_protocol(tmp_path, "protocol: segmentation\nmode: frozen\nlrs: [1.0e-2]\nepochs: 3\nbatch_size: 8\n")
+    protocol = write_protocol(tmp_path, "protocol: segmentation\nmode: frozen\nlrs: [1.0e-2]\nmax_epochs: 3\nbatch_size: 8\n")
     values = run_pair(tmp_path, tmp_path, "voc2012_seg", ["--pretext", "autoencoder", "--input-size", "32"], protocol, capsys)
     assert 0 < values["miou"] <= 1 and 0 < values["pixel_accuracy"] <= 1
     assert "iou/0" in values  # background is a class

@@ -176,7 +176,7 @@ def test_detection_predictions_are_loaded_and_drawn(tmp_path):
     folder.mkdir(parents=True)
     predictions = {"boxes": [torch.tensor([[2.0, 3.0, 20.0, 25.0]])] * 2, "labels": [torch.tensor([1])] * 2,
                    "scores": [torch.tensor([0.9])] * 2}
-    torch.save(predictions, folder / "detections-detection.pt")
+    torch.save(predictions, folder / "predictions-detection.pt")
     found = detection_samples(tmp_path, records, "detection")
     assert list(found) == ["context_encoder/random_region/l2"] and found["context_encoder/random_region/l2"]["scores"][0][0] == pytest.approx(0.9)
     images = torch.randint(0, 255, (2, 3, 32, 32), dtype=torch.uint8)

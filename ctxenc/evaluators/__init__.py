@@ -65,4 +65,5 @@ register_protocol(Protocol("finetune", FinetuneConfig, finetune, LABELLED, {"max
 register_protocol(Protocol("segmentation", SegmentationConfig, segmentation, ("segmentation",), {"max_epochs": 1, "lrs": 1}))
 register_protocol(Protocol("inpainting", InpaintingConfig, inpainting, ANY))
 
-__all__ = ["PROTOCOLS", "Protocol", "register_protocol"]
+__all__ = ["PROTOCOLS", "FinetuneConfig", "InpaintingConfig", "KNNConfig", "LinearProbeConfig", "Protocol",
+           "SegmentationConfig", "finetune", "inpainting", "knn", "linear_probe", "register_protocol", "segmentation"]

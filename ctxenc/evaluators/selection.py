@@ -46,14 +46,17 @@ def check_schedule(lrs: tuple[float, ...], max_epochs: int, patience: int, what:
 
 
 def carve_validation(n: int, fraction: float, val_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Indices (fit, val) of a seeded `fraction` of n labelled examples, `val_fraction` of it held out.
+    """Indices (fit, val): a seeded `val_fraction` of the n labelled examples is held out for
+    validation, the same for every label fraction, and `fraction` of the rest is trained on.
 
-    Subsets of smaller fractions are nested in those of larger ones (one permutation per seed).
+    A validation set carved from the fraction itself would be 2 images at 1% of 2,000: selection
+    would be noise. Training subsets of smaller fractions are nested in those of larger ones (one
+    permutation per seed); the test split is never seen.
     """
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-    labelled = order[: max(2, round(fraction * n))]
-    n_val = max(1, round(val_fraction * len(labelled)))
-    return labelled[n_val:], labelled[:n_val]
+    n_val = max(1, round(val_fraction * n))
+    rest = order[n_val:]
+    return rest[: max(2, round(fraction * len(rest)))], order[:n_val]
 
 
 def train_and_select(build: Callable[[], nn.Module], loss_fn: Callable[[nn.Module, torch.Tensor, torch.Generator], torch.Tensor],
