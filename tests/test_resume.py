@@ -47,15 +47,15 @@ def losses(log: Path) -> list[dict]:
 
 
 def test_pretrain_killed_and_resumed_equals_uninterrupted(fmnist_root, tmp_path):
-    args = ["pretrain", "--pretext", "context_encoder", "--adversarial", "--data-root", fmnist_root, "--epochs", "12",
+    args = ["pretrain", "--pretext", "context_encoder", "--adversarial", "--data-root", fmnist_root, "--epochs", "5",
             "--batch-size", "16", "--checkpoint-every", "5", "--seed", "3", "--no-progress"]
     finish(ctxenc(*args, "--out", tmp_path / "clean"))
 
     killed = tmp_path / "killed"
 
-    def mid_training() -> bool:  # a snapshot exists, and the run is far from its end (192 steps)
+    def mid_training() -> bool:  # a snapshot exists, and the run is far from its end (80 steps)
         try:
-            return (killed / "last.pt").exists() and load_checkpoint(killed / "last.pt")["step"] >= 40
+            return (killed / "last.pt").exists() and load_checkpoint(killed / "last.pt")["step"] >= 20
         except UserError:  # caught between os.replace and our read: not possible, but be safe
             return False
 
@@ -88,7 +88,7 @@ def test_resume_refuses_a_snapshot_of_other_settings(fmnist_root, tmp_path, caps
 
 SUITE = """suite: killme
 seeds: [0, 1]
-train: {epochs: 6, batch_size: 16, checkpoint_every: 5}
+train: {epochs: 3, batch_size: 16, checkpoint_every: 5}
 pretexts: [{name: random}, {name: autoencoder}]
 protocols: [{protocol: knn, k: 5}, {protocol: linear_probe, max_iter: 10}]
 """
