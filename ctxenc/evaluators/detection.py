@@ -1,22 +1,27 @@
 """Object detection with the encoder as the backbone of torchvision's Faster R-CNN (the paper's VOC07 test).
 
-The paper fine-tunes Fast R-CNN (Girshick 2015) from its AlexNet: RoI pooling on conv5 replaces
-pool5, then fully connected layers score the classes and regress the boxes of each region.
-Faster R-CNN is that detector with the external proposals (selective search) replaced by a
-region proposal network on the same feature map, so it is the closest to the paper that runs
-without a proposal generator; an anchor-free FCOS would change the head the features feed, the
-very thing under test. One feature map, as Fast R-CNN's: by default the deepest stage at least
-`roi_size` cells wide (AlexNet at 227 px: conv5 13x13, as the paper; the small encoder at 64 px:
-conv3 8x8 at stride 8). Anchors are sized as fractions of the input side; RoIAlign pools
-`roi_size` x `roi_size` cells; two fully connected layers (`representation_size`) feed the box
-classifier and regressor; `rois_per_image` sampled regions per image in training (64, as Fast R-CNN).
+The paper fine-tunes Fast R-CNN (Girshick 2015) from its AlexNet: RoI max pooling on conv5
+replaces pool5, then fully connected layers score the classes and regress the boxes of each
+region. Faster R-CNN is that detector with the external proposals (selective search) replaced by
+a region proposal network on the same feature map, so it is the closest to the paper that runs
+without a proposal generator; FCOS, anchor-free, would replace the very head the features feed
+in the paper (and its towers of 3x3 convolutions cost more on a CPU). As Fast R-CNN:
+
+- one feature map, by default the deepest stage wider than `roi_size` cells (AlexNet at 227 px:
+  conv5 13x13, not pool5 6x6; the small encoder at 64 px: conv3 8x8, stride 8);
+- RoI max pooling to `roi_size` x `roi_size` (`RoIPooling`: Fast R-CNN's operator, and on a CPU
+  its backward pass costs a tenth of RoIAlign's), two fully connected layers of
+  `representation_size`, `rois_per_image` regions sampled per training image (Fast R-CNN: 64, a
+  quarter of them positives), difficult objects left out of training, random horizontal flips;
+- anchors sized as fractions of the input side, at three aspect ratios.
 
 The images reach torchvision as they are ([-1, 1], the encoder's scale): its transform is
 told mean 0, std 1 (no second normalisation), min_size = max_size = the input size (it would
 resize to 800 px otherwise) and size_divisible 1 (no padding), so the stages see the maps they
 were trained on. `finetune` trains the encoder too, `frozen` keeps it fixed (BatchNorm included).
-SGD with momentum and a linear warm-up over the first epoch (torchvision's detection recipe);
-for each learning rate of the grid, training runs up to `max_epochs` and stops after `patience`
+
+SGD with momentum and a linear warm-up over the first epoch (torchvision's detection recipe).
+For each learning rate of the grid, training runs up to `max_epochs` and stops after `patience`
 epochs without a better validation mAP; the (learning rate, epoch) of the best validation mAP is
 kept. A learning rate whose loss turns non-finite ends its run there.
 
@@ -52,9 +57,9 @@ PREDICTION_FIGURE_IMAGES = 8
 @dataclass(frozen=True)
 class DetectionConfig:
     """mode: finetune (train the encoder too) or frozen; stage: the encoder stage the detector reads
-    (None: the deepest at least roi_size cells wide); lrs: the learning-rate grid (SGD, momentum);
+    (None: the deepest wider than roi_size cells); lrs: the learning-rate grid (SGD, momentum);
     max_epochs / patience: early stopping on validation mAP; anchor_fractions: anchor sides as
-    fractions of the input side, each at aspect_ratios (height / width); roi_size: RoIAlign output
+    fractions of the input side, each at aspect_ratios (height / width); roi_size: RoI pooling output
     cells; representation_size: width of the two fully connected layers; rois_per_image: regions
     sampled per image in training; proposals: regions kept per image at test; flip: random
     horizontal flips in training; predictions_out: a .pt file for the test predictions of the

@@ -96,27 +96,27 @@ def _match(det_boxes: torch.Tensor, gt_boxes: torch.Tensor, gt_difficult: torch.
     if len(gt_boxes) == 0 or len(det_boxes) == 0:
         return outcome
     iou = box_iou(det_boxes.double(), gt_boxes.double())  # (D, G)
+    if not coco:
+        # Each detection's best ground truth; of the detections above the threshold that share one,
+        # the first (highest score) takes it, later ones are duplicates (a loop over G, not D).
+        best_iou, best = iou.max(1)
+        above = best_iou > iou_threshold
+        for g in range(len(gt_boxes)):
+            hits = torch.nonzero(above & (best == g)).flatten()
+            if gt_difficult[g]:
+                outcome[hits] = -1
+            elif len(hits):
+                outcome[hits[0]] = 1
+        return outcome
     taken = torch.zeros(len(gt_boxes), dtype=torch.bool)
-    for d in range(len(det_boxes)):
-        if coco:
-            for ignored in (False, True):
-                free = (~taken) & (gt_difficult == ignored) & (iou[d] >= iou_threshold)
-                if free.any():
-                    g = int(torch.where(free, iou[d], -1.0).argmax())
-                    break
-            else:
-                continue
-        else:
-            g = int(iou[d].argmax())
-            if not iou[d, g] > iou_threshold:
-                continue
-            if taken[g] and not gt_difficult[g]:
-                continue
-        if gt_difficult[g]:
-            outcome[d] = -1
-        else:
-            outcome[d] = 1
-            taken[g] = True
+    for d in torch.nonzero((iou >= iou_threshold).any(1)).flatten().tolist():  # the others match nothing
+        for ignored in (False, True):
+            free = (~taken) & (gt_difficult == ignored) & (iou[d] >= iou_threshold)
+            if free.any():
+                g = int(torch.where(free, iou[d], -1.0).argmax())
+                outcome[d] = -1 if ignored else 1
+                taken[g] = not ignored
+                break
     return outcome
 
 
@@ -144,6 +144,8 @@ def detection_average_precision(detections: list[dict[str, torch.Tensor]], groun
         scores, outcomes, positives = [], [], 0
         for det, gt in zip(detections, ground_truth):
             mine, theirs = det["labels"] == k, gt["labels"] == k
+            if not mine.any() and not theirs.any():
+                continue
             order = torch.argsort(det["scores"][mine], descending=True, stable=True)
             difficult = gt["difficult"][theirs].bool()
             positives += int((~difficult).sum())
