@@ -142,3 +142,8 @@ def test_fit_boxes_drops_a_box_cropped_out_and_clips_a_cut_one():
     boxes = torch.tensor([[[3, 0, 0, 1, 1, 0], [4, 0, 10, 20, 12, 1]]], dtype=torch.int16)
     # 36 -> 32: a 2 px crop on every side.
     assert fit_boxes(boxes, (36, 36), 32).tolist() == [[[-1] * 6, [4, 0, 8, 18, 10, 1]]]
+
+
+def test_a_learning_rate_that_diverges_everywhere_is_one_sentence(encoder, data):
+    with pytest.raises(UserError, match="diverged in the first epoch at every learning rate"):
+        detection(encoder, *data, replace(FAST, lrs=(1e6,)))

@@ -228,34 +228,18 @@ def training_batch(images: torch.Tensor, truth: list[dict], idx: torch.Tensor, f
     return batch, targets
 
 
-def detection(encoder: Encoder, train: tuple[torch.Tensor, torch.Tensor], test: tuple[torch.Tensor, torch.Tensor],
-              cfg: DetectionConfig = DetectionConfig()) -> dict[str, float]:
-    """train, test: (images (N, C, S, S) in [-1, 1], boxes int (N, M, 5 or 6) rows (class, x0, y0, x1, y1[, difficult])
-    in pixel-inclusive input coordinates, -1 rows unused).
-
-    -> {map, map_auc, map_coco, ap/<k>, val_map, lr, epochs, max_epochs, lr_min, lr_max}.
-    """
-    images, boxes = train
-    test_images, test_boxes = test
-    check_boxes(images, boxes, "train")
-    check_boxes(test_images, test_boxes, "test")
-    if cfg.stage is not None and cfg.stage not in encoder.stage_names:
-        raise UserError(f"encoder has no stage {cfg.stage!r}; its stages are {', '.join(encoder.stage_names)}.")
-    truth, test_truth = ground_truth(boxes), ground_truth(test_boxes)
-    if not any((~t["difficult"]).any() for t in truth):
-        raise UserError("detection needs training images with boxes, and none of them has one that is not difficult.")
-    num_classes = int(max(boxes[..., 0].max(), test_boxes[..., 0].max())) + 1
-    size = images.shape[-1]
-    device = next(encoder.parameters()).device  # batches go where the encoder is (--device)
-
-    fit, val = carve_validation(len(images), 1.0, cfg.val_fraction, cfg.seed)
+def train_and_select(build, images: torch.Tensor, truth: list[dict], fit: torch.Tensor, val: torch.Tensor,
+                     num_classes: int, cfg: DetectionConfig, device: torch.device) -> Selected:
+    """For each learning rate, a fresh `build()` trained on `fit` with SGD until `patience` epochs bring no better
+    validation mAP (or `max_epochs`); -> the model, learning rate and epoch of the best validation mAP."""
     val_truth = [truth[i] for i in val.tolist()]
+    scorable = any((~t["difficult"]).any() for t in val_truth)
     batch_size = min(cfg.batch_size, len(fit))
     steps_per_epoch = max(1, len(fit) // batch_size)
     best: Selected | None = None
     for lr in cfg.lrs:
         torch.manual_seed(cfg.seed)
-        model = build_detector(encoder, num_classes, size, cfg).to(device)
+        model = build()
         opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=lr, momentum=cfg.momentum,
                               weight_decay=cfg.weight_decay)
         warmup = torch.optim.lr_scheduler.LinearLR(opt, start_factor=1e-3, total_iters=steps_per_epoch)
@@ -277,8 +261,7 @@ def detection(encoder: Encoder, train: tuple[torch.Tensor, torch.Tensor], test: 
                 warmup.step()  # the factor stays 1 after the first epoch
             if not finite:
                 break
-            score = mean_detection_ap(predict(model, images[val]), val_truth, num_classes) if any(
-                (~t["difficult"]).any() for t in val_truth) else 0.0
+            score = mean_detection_ap(predict(model, images[val]), val_truth, num_classes) if scorable else 0.0
             if best is None or score > best.val_score:
                 best = Selected(copy.deepcopy(model), lr, epoch, score)
             if score > run_best:
@@ -289,7 +272,32 @@ def detection(encoder: Encoder, train: tuple[torch.Tensor, torch.Tensor], test: 
                     break
     if best is None:
         raise UserError(f"detection training diverged in the first epoch at every learning rate of {cfg.lrs}; try smaller ones.")
+    return best
 
+
+def detection(encoder: Encoder, train: tuple[torch.Tensor, torch.Tensor], test: tuple[torch.Tensor, torch.Tensor],
+              cfg: DetectionConfig = DetectionConfig()) -> dict[str, float]:
+    """train, test: (images (N, C, S, S) in [-1, 1], boxes int (N, M, 5 or 6) rows (class, x0, y0, x1, y1[, difficult])
+    in pixel-inclusive input coordinates, -1 rows unused).
+
+    -> {map, map_auc, map_coco, ap/<k>, val_map, lr, epochs, max_epochs, lr_min, lr_max}.
+    """
+    images, boxes = train
+    test_images, test_boxes = test
+    check_boxes(images, boxes, "train")
+    check_boxes(test_images, test_boxes, "test")
+    if cfg.stage is not None and cfg.stage not in encoder.stage_names:
+        raise UserError(f"encoder has no stage {cfg.stage!r}; its stages are {', '.join(encoder.stage_names)}.")
+    truth, test_truth = ground_truth(boxes), ground_truth(test_boxes)
+    if not any((~t["difficult"]).any() for t in truth):
+        raise UserError("detection needs training images with boxes, and none of them has one that is not difficult.")
+    num_classes = int(max(boxes[..., 0].max(), test_boxes[..., 0].max())) + 1
+    size = images.shape[-1]
+    device = next(encoder.parameters()).device  # batches go where the encoder is (--device)
+
+    fit, val = carve_validation(len(images), 1.0, cfg.val_fraction, cfg.seed)
+    best = train_and_select(lambda: build_detector(encoder, num_classes, size, cfg).to(device), images, truth, fit, val,
+                            num_classes, cfg, device)
     predictions = predict(best.model, test_images)
     if cfg.predictions_out:
         shown = predictions[:PREDICTION_FIGURE_IMAGES]
