@@ -62,13 +62,18 @@ def write_stl10(root: Path, n_train: int = 40, n_test: int = 40, n_unlabeled: in
     return root
 
 
+def voc_block(k: int, h: int, w: int) -> tuple[int, int, int, int]:
+    """Where class k's block lies in an h x w fixture image: (top, bottom, left, right), numpy slice ends."""
+    r, c = divmod(k % 16, 4)
+    return r * h // 4, (r + 1) * h // 4, c * w // 4, (c + 1) * w // 4
+
+
 def _voc_scene(rng: np.random.Generator, h: int, w: int, present: list[int]) -> tuple[np.ndarray, np.ndarray]:
     """An RGB image with one block per class in `present` and its class map (0 bg, k+1, 255 borders)."""
     img = rng.integers(0, 50, (h, w, 3)).astype(np.uint8)
     seg = np.zeros((h, w), dtype=np.uint8)
     for k in present:
-        r, c = divmod(k % 16, 4)
-        t, b, l, rr = r * h // 4, (r + 1) * h // 4, c * w // 4, (c + 1) * w // 4
+        t, b, l, rr = voc_block(k, h, w)
         img[t:b, l:rr] = _palette(k)
         seg[t:b, l:rr] = 255
         seg[t + 1 : b - 1, l + 1 : rr - 1] = k + 1
@@ -78,8 +83,9 @@ def _voc_scene(rng: np.random.Generator, h: int, w: int, present: list[int]) -> 
 def write_voc(root: Path, year: str = "2007", splits: dict[str, int] | None = None, seed: int = 0,
               classes: tuple[int, ...] = (0, 6, 11, 14)) -> Path:
     """VOCdevkit/VOC<year>: JPEGImages (sizes vary), Annotations XML, ImageSets/{Main,Segmentation},
-    SegmentationClass palette PNGs. Only `classes` appear; each image holds one or two of them.
-    The second object of every third image is marked difficult."""
+    SegmentationClass palette PNGs. Only `classes` appear; each image holds one or two of them,
+    each a block whose bndbox (1-based, inclusive, as VOC's) is `voc_block`'s. The second object
+    of every third image is marked difficult."""
     splits = splits or ({"trainval": 16, "test": 16} if year == "2007" else {"train": 16, "val": 16})
     rng = np.random.default_rng(seed)
     base = root / "VOCdevkit" / f"VOC{year}"
@@ -106,9 +112,11 @@ def write_voc(root: Path, year: str = "2007", splits: dict[str, int] | None = No
             label_map.putpalette(palette)
             label_map.save(base / "SegmentationClass" / f"{image_id}.png")
             objects = "".join(
-                f"<object><name>{VOC_CLASSES[k]}</name><difficult>{int(j == 1 and i % 3 == 0)}</difficult>"
-                f"<bndbox><xmin>1</xmin><ymin>1</ymin><xmax>10</xmax><ymax>10</ymax></bndbox></object>"
+                f"<object><name>{VOC_CLASSES[k]}</name><pose>Unspecified</pose><truncated>0</truncated>"
+                f"<difficult>{int(j == 1 and i % 3 == 0)}</difficult><bndbox><xmin>{left + 1}</xmin><ymin>{top + 1}</ymin>"
+                f"<xmax>{right}</xmax><ymax>{bottom}</ymax></bndbox></object>"
                 for j, k in enumerate(present)
+                for top, bottom, left, right in [voc_block(k, h, w)]
             )
             (base / "Annotations" / f"{image_id}.xml").write_text(
                 f"<annotation><filename>{image_id}.jpg</filename><size><width>{w}</width><height>{h}</height>"

@@ -12,7 +12,7 @@ from PIL import Image
 from ctxenc.data import dataset_tasks, eval_splits, load_dataset
 from ctxenc.data.voc import CLASSES
 from ctxenc.errors import UserError
-from tests.real_formats import _palette, write_cifar, write_imagefolder, write_stl10, write_voc
+from tests.real_formats import _palette, voc_block, write_cifar, write_imagefolder, write_stl10, write_voc
 
 
 def block_colour(images: torch.Tensor, labels: torch.Tensor, i: int) -> bool:
@@ -89,6 +89,32 @@ def test_voc2007_multilabel_with_difficult_objects(tmp_path):
     assert data.labels[1, car] == 1 and data.labels[1, dog] == 1
     assert data.labels[3, person] == 1 and data.labels[3, 0] == -1  # aeroplane only as a difficult object
     assert set(data.labels.unique().tolist()) == {-1.0, 0.0, 1.0}
+
+
+def test_voc2007_boxes_with_difficult_flags_on_the_warped_image(tmp_path):
+    write_voc(tmp_path, "2007", splits={"trainval": 4})
+    data = load_dataset("voc2007", "trainval", tmp_path, load_size=64)
+    assert data.boxes.shape == (4, 2, 6) and data.boxes.dtype == torch.int16
+    aeroplane, car, dog, person = (CLASSES.index(c) for c in ("aeroplane", "car", "dog", "person"))
+    # Image 0: one aeroplane; image 3: a person and an aeroplane marked difficult (3 % 3 == 0).
+    assert data.boxes[0, 0, 0] == aeroplane and data.boxes[0, 1].tolist() == [-1] * 6
+    assert data.boxes[3, :, 0].tolist() == [person, aeroplane] and data.boxes[3, :, 5].tolist() == [0, 1]
+    assert data.boxes[1, :, 5].tolist() == [0, 0]  # image 1: car and dog, neither difficult
+    for i in range(4):
+        xml = (tmp_path / "VOCdevkit" / "VOC2007" / "Annotations" / f"2007_{i + 1:06d}.xml").read_text()
+        w, h = (int(xml.split(f"<{t}>")[1].split("<")[0]) for t in ("width", "height"))
+        for row in data.boxes[i][data.boxes[i, :, 0] >= 0].tolist():
+            top, bottom, left, right = voc_block(row[0], h, w)
+            # Pixels left..right-1 span [left, right) in the file; warped by 64 / w they span [64 left / w, 64 right / w).
+            assert row[1:5] == [64 * left // w, 64 * top // h, -(-64 * right // w) - 1, -(-64 * bottom // h) - 1]
+
+
+def test_voc_box_without_coordinates_is_named(tmp_path):
+    write_voc(tmp_path, "2007", splits={"trainval": 1})
+    xml = tmp_path / "VOCdevkit" / "VOC2007" / "Annotations" / "2007_000001.xml"
+    xml.write_text(xml.read_text().replace("<xmin>", "<xmin>left").replace("</xmin>", "</xmin>"))
+    with pytest.raises(UserError, match=r"2007_000001.xml has an object without a numeric bndbox/xmin"):
+        load_dataset("voc2007", "trainval", tmp_path)
 
 
 def test_voc2012_segmentation_maps(tmp_path):

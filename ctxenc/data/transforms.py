@@ -112,3 +112,37 @@ def random_crop_flip(images: torch.Tensor, size: int, generator: torch.Generator
     flips = (torch.rand(b, generator=generator) < 0.5).to(x.device)
     crops = torch.stack([x[i, :, t : t + size, l : l + size] for i, (t, l) in enumerate(zip(tops, lefts))])
     return torch.where(flips.view(b, 1, 1, 1), crops.flip(-1), crops)
+
+
+def fit_boxes(boxes: torch.Tensor, from_size: tuple[int, int], to_size: int) -> torch.Tensor:
+    """Boxes of images of size from_size = (h, w) -> the same boxes on `to_model_input(images, to_size)`.
+
+    boxes: integer (N, M, 5 or 6), rows (class, x0, y0, x1, y1[, difficult]) in pixel-inclusive
+    coordinates, -1 rows unused -> the same shape and dtype. A resize maps the pixels x0..x1 (the
+    span x0 to x1 + 1) to every output pixel that span touches; a crop shifts and clips, and a box
+    cropped out entirely becomes an unused row.
+    """
+    h, w = from_size
+    if (h, w) == (to_size, to_size):
+        return boxes
+    out = boxes.clone()
+    used = boxes[..., 0] >= 0
+    x = boxes[..., 1:5].double()  # (N, M, 4) x0, y0, x1, y1
+    if _needs_resample(h, w, to_size):
+        scale = to_size / min(h, w)
+        new_h, new_w = max(to_size, round(h * scale)), max(to_size, round(w * scale))  # as _resize_shorter_side
+        factor = torch.tensor([new_w / w, new_h / h, new_w / w, new_h / h], dtype=torch.float64)
+        # Tolerance: 3 * (64 / 32) should be 6 whatever the float rounding does.
+        starts = (x[..., :2] * factor[:2] + 1e-9).floor()
+        ends = ((x[..., 2:] + 1) * factor[2:] - 1e-9).ceil() - 1
+        x = torch.cat([starts, ends], -1)
+        h, w = new_h, new_w
+    # _pad_or_crop: crop the centre of a longer side, then pad a shorter one around the centre.
+    top, left = max(0, (h - to_size) // 2), max(0, (w - to_size) // 2)
+    pad_top, pad_left = (to_size - min(h, to_size)) // 2, (to_size - min(w, to_size)) // 2
+    shift = torch.tensor([pad_left - left, pad_top - top] * 2, dtype=torch.float64)
+    x = x + shift
+    inside = used & (x[..., 2] >= 0) & (x[..., 3] >= 0) & (x[..., 0] <= to_size - 1) & (x[..., 1] <= to_size - 1)
+    out[..., 1:5] = x.clamp(0, to_size - 1).to(boxes.dtype)
+    out[~inside] = -1
+    return out

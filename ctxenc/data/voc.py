@@ -1,19 +1,22 @@
-"""PASCAL VOC from its devkit layout: VOC2007 multi-label classification, VOC2012 segmentation.
+"""PASCAL VOC from its devkit layout: VOC2007 multi-label classification and detection, VOC2012 segmentation.
 
 Layout (the root torchvision's VOCDetection / VOCSegmentation take): `DIR/VOCdevkit/VOC2007/`
 (or `VOC2012/`) holding `JPEGImages/<id>.jpg`, `ImageSets/Main/<split>.txt` (classification) or
 `ImageSets/Segmentation/<split>.txt`, `Annotations/<id>.xml` and `SegmentationClass/<id>.png`.
 
-- `voc2007`: 20-class multi-label classification, splits trainval / test (also train, val).
-  Labels follow the devkit's ground truth: 1 where the class has a non-difficult object, -1 where
-  it appears only as objects marked difficult (the devkit's "0": such an image is ignored for that
-  class when computing AP), 0 where absent.
+- `voc2007`: 20-class multi-label classification and detection, splits trainval / test (also
+  train, val). Labels follow the devkit's ground truth: 1 where the class has a non-difficult
+  object, -1 where it appears only as objects marked difficult (the devkit's "0": such an image
+  is ignored for that class when computing AP), 0 where absent. Boxes: int16 (N, max objects, 6)
+  rows (class, x0, y0, x1, y1, difficult), 0-based pixel-inclusive on the warped image, -1 rows
+  unused (difficult objects count neither way in detection AP).
 - `voc2012_seg`: 21 classes (0 = background), splits train / val; `SegmentationClass` palette
   PNGs whose indices are the classes, 255 = object border / ignore.
 
 Images come in many sizes; they are warped (aspect ratio not kept) to `load_size` squared when
-first read, label maps with nearest-neighbour, so no object is cut out of an image whose labels
-name it. Segmentation is therefore scored on the warped maps, not at the original resolution.
+first read, label maps with nearest-neighbour and boxes by the same warp, so no object is cut out
+of an image whose labels name it. Segmentation and detection are therefore scored on the warped
+images, not at the original resolution.
 Decoded images are cached and memory-mapped (`ctxenc.data.cache`).
 """
 
@@ -81,13 +84,27 @@ def require_files(paths: list[Path], what: str) -> None:
             raise UserError(f"VOC {what} missing: expected {path}.")
 
 
-def parse_annotation(path: Path) -> np.ndarray:
-    """One Annotations XML -> float32 (20,) of 1 (present), -1 (only difficult), 0 (absent)."""
+def _box_value(obj: ET.Element, tag: str, path: Path) -> int:
+    text = obj.findtext(f"bndbox/{tag}")
+    try:
+        return round(float(text))  # a few VOC files write coordinates as "273.0"
+    except (TypeError, ValueError):
+        raise UserError(f"{path} has an object without a numeric bndbox/{tag} ({text!r}); replace the file.") from None
+
+
+def parse_annotation(path: Path) -> tuple[np.ndarray, np.ndarray, tuple[int, int] | None]:
+    """One Annotations XML -> (label, objects, size).
+
+    label: float32 (20,) of 1 (present), -1 (only difficult), 0 (absent); objects: int64 (M, 6)
+    rows (class, x0, y0, x1, y1, difficult), 0-based pixel-inclusive (VOC's bndbox is 1-based);
+    size: (width, height) from <size>, None when the file does not give it.
+    """
     try:
         tree = ET.parse(path)
     except ET.ParseError as err:
         raise UserError(f"{path} is not valid XML ({err}); replace the file.") from None
     label = np.zeros(len(CLASSES), dtype=np.float32)
+    objects = []
     for obj in tree.getroot().iter("object"):
         name = (obj.findtext("name") or "").strip()
         if name not in CLASSES:
@@ -98,7 +115,37 @@ def parse_annotation(path: Path) -> np.ndarray:
             label[k] = 1.0
         elif label[k] == 0.0:
             label[k] = IGNORE_LABEL
-    return label
+        x0, y0, x1, y1 = (_box_value(obj, tag, path) - 1 for tag in ("xmin", "ymin", "xmax", "ymax"))
+        if x1 < x0 or y1 < y0:
+            raise UserError(f"{path} has a {name} box whose max is below its min ({x0 + 1}, {y0 + 1}, {x1 + 1}, {y1 + 1}); replace the file.")
+        objects.append((k, x0, y0, x1, y1, int(difficult)))
+    width, height = (int(tree.getroot().findtext(f"size/{tag}") or 0) for tag in ("width", "height"))
+    return label, np.array(objects, dtype=np.int64).reshape(-1, 6), (width, height) if width and height else None
+
+
+def warp_boxes(objects: list[np.ndarray], sizes: list[tuple[int, int]], load_size: int) -> np.ndarray:
+    """Per image objects (M_i, 6) in its own pixels and its (width, height) -> int16 (N, max M_i, 6)
+    on the image warped to load_size squared, -1 rows unused.
+
+    The pixels x0..x1 (the span x0 to x1 + 1) map to every warped pixel that span touches.
+    """
+    boxes = np.full((len(objects), max([1] + [len(o) for o in objects]), 6), -1, dtype=np.int16)
+    for i, (obj, (width, height)) in enumerate(zip(objects, sizes)):
+        scale = np.array([load_size / width, load_size / height])
+        starts = np.floor(obj[:, 1:3] * scale + 1e-9)
+        ends = np.ceil((obj[:, 3:5] + 1) * scale - 1e-9) - 1
+        xyxy = np.clip(np.concatenate([starts, ends], 1), 0, load_size - 1)
+        boxes[i, : len(obj)] = np.concatenate([obj[:, :1], xyxy, obj[:, 5:]], 1)
+    return boxes
+
+
+def image_size(path: Path) -> tuple[int, int]:
+    """(width, height) from the image header, for an annotation without <size>."""
+    try:
+        with Image.open(path) as img:
+            return img.size
+    except (OSError, ValueError) as err:
+        raise UserError(f"cannot read image {path} ({err}); replace or remove the file.") from None
 
 
 def read_image(path: Path, size: int) -> np.ndarray:
@@ -139,13 +186,15 @@ def load_classification(split: str, root: Path | None, download: bool = False, l
     xmls = [folder / "Annotations" / f"{i}.xml" for i in ids]
     require_files(jpegs, "image")
     require_files(xmls, "annotation")
-    labels = np.stack([parse_annotation(p) for p in xmls])
+    annotations = [parse_annotation(p) for p in xmls]
+    labels = np.stack([a[0] for a in annotations])
+    boxes = warp_boxes([a[1] for a in annotations], [a[2] or image_size(j) for a, j in zip(annotations, jpegs)], load_size)
     key = {"reader": f"voc2007-{READER_VERSION}", "folder": str(folder.resolve()), "split": split, "size": load_size,
            "files": file_fingerprint(jpegs)}
     arrays = decoded_arrays(key, len(ids), {"images": ((3, load_size, load_size), "uint8")},
                             lambda i: {"images": read_image(jpegs[i], load_size)}, f"decode VOC2007 {split}")
     return ImageDataset("voc2007", split, torch.from_numpy(arrays["images"]), torch.from_numpy(labels),
-                        len(CLASSES), "multi_label")
+                        len(CLASSES), "multi_label", boxes=torch.from_numpy(boxes))
 
 
 def load_segmentation(split: str, root: Path | None, download: bool = False, limit: int | None = None,

@@ -1,0 +1,317 @@
+"""Object detection with the encoder as the backbone of torchvision's Faster R-CNN (the paper's VOC07 test).
+
+The paper fine-tunes Fast R-CNN (Girshick 2015) from its AlexNet: RoI max pooling on conv5
+replaces pool5, then fully connected layers score the classes and regress the boxes of each
+region. Faster R-CNN is that detector with the external proposals (selective search) replaced by
+a region proposal network on the same feature map, so it is the closest to the paper that runs
+without a proposal generator; FCOS, anchor-free, would replace the very head the features feed
+in the paper (and its towers of 3x3 convolutions cost more on a CPU). As Fast R-CNN:
+
+- one feature map, by default the deepest stage wider than `roi_size` cells (AlexNet at 227 px:
+  conv5 13x13, not pool5 6x6; the small encoder at 64 px: conv3 8x8, stride 8);
+- RoI max pooling to `roi_size` x `roi_size` (`RoIPooling`: Fast R-CNN's operator, and on a CPU
+  its backward pass costs a tenth of RoIAlign's), two fully connected layers of
+  `representation_size`, `rois_per_image` regions sampled per training image (Fast R-CNN: 64, a
+  quarter of them positives), difficult objects left out of training, random horizontal flips;
+- anchors sized as fractions of the input side, at three aspect ratios.
+
+The images reach torchvision as they are ([-1, 1], the encoder's scale): its transform is
+told mean 0, std 1 (no second normalisation), min_size = max_size = the input size (it would
+resize to 800 px otherwise) and size_divisible 1 (no padding), so the stages see the maps they
+were trained on. `finetune` trains the encoder too, `frozen` keeps it fixed (BatchNorm included).
+
+SGD with momentum and a linear warm-up over the first epoch (torchvision's detection recipe).
+For each learning rate of the grid, training runs up to `max_epochs` and stops after `patience`
+epochs without a better validation mAP; the (learning rate, epoch) of the best validation mAP is
+kept. A learning rate whose loss turns non-finite ends its run there.
+
+Scores on the test split (fractions in [0, 1]): `map`, VOC2007's 11-point mAP at IoU 0.5
+(difficult objects neither true nor false positives); `map_auc`, the VOC2010+ area AP at 0.5;
+`map_coco`, COCO's mAP@[.5:.95]; `ap/<k>`, the 11-point AP of class k.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+from torch import nn
+from torchvision.models.detection import FasterRCNN
+from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+from torchvision.ops import roi_pool
+
+from ctxenc.encoders import Encoder
+from ctxenc.errors import UserError
+from ctxenc.evaluators.metrics import coco_map, detection_average_precision, mean_detection_ap
+from ctxenc.evaluators.selection import Selected, carve_validation
+from ctxenc.io import atomic_write
+
+MODES = ("finetune", "frozen")
+PREDICTION_FIGURE_IMAGES = 8
+
+
+@dataclass(frozen=True)
+class DetectionConfig:
+    """mode: finetune (train the encoder too) or frozen; stage: the encoder stage the detector reads
+    (None: the deepest wider than roi_size cells); lrs: the learning-rate grid (SGD, momentum);
+    max_epochs / patience: early stopping on validation mAP; anchor_fractions: anchor sides as
+    fractions of the input side, each at aspect_ratios (height / width); roi_size: RoI pooling output
+    cells; representation_size: width of the two fully connected layers; rois_per_image: regions
+    sampled per image in training; proposals: regions kept per image at test; flip: random
+    horizontal flips in training; predictions_out: a .pt file for the test predictions of the
+    first 8 images (a figure), or None."""
+
+    target: ClassVar[str] = "boxes"
+
+    mode: str = "finetune"
+    stage: str | None = None
+    lrs: tuple[float, ...] = (1e-4, 1e-3, 1e-2)
+    max_epochs: int = 20
+    patience: int = 3
+    batch_size: int = 16
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    val_fraction: float = 0.1
+    anchor_fractions: tuple[float, ...] = (0.25, 0.5, 0.75)
+    aspect_ratios: tuple[float, ...] = (0.5, 1.0, 2.0)
+    roi_size: int = 6
+    representation_size: int = 256
+    rois_per_image: int = 64
+    proposals: int = 300
+    flip: bool = True
+    seed: int = 0
+    predictions_out: str | None = None
+
+    def __post_init__(self):
+        if self.mode not in MODES:
+            raise UserError(f"detection mode must be one of {', '.join(MODES)}, got {self.mode!r}.")
+        if not self.lrs or any(lr <= 0 for lr in self.lrs) or self.max_epochs < 1 or self.patience < 1:
+            raise UserError("detection needs positive learning rates, max_epochs >= 1 and patience >= 1.")
+        if not 0 < self.val_fraction < 1 or self.batch_size < 1:
+            raise UserError("detection needs a validation fraction in (0, 1) and a batch size >= 1.")
+        if not self.anchor_fractions or not all(0 < f for f in self.anchor_fractions) or not self.aspect_ratios:
+            raise UserError("detection needs positive anchor fractions of the input side and at least one aspect ratio.")
+        if self.roi_size < 1 or self.representation_size < 1 or self.rois_per_image < 1 or self.proposals < 1:
+            raise UserError("detection needs roi_size, representation_size, rois_per_image and proposals >= 1.")
+
+
+class StageBackbone(nn.Module):
+    """encoder -> {stage: (B, C, h, w)}, the one feature map the detector reads; `out_channels` = C.
+
+    Frozen: no gradient reaches the encoder and it stays in eval mode (its BatchNorm statistics
+    fixed) while the detector trains.
+    """
+
+    def __init__(self, encoder: Encoder, stage: str, frozen: bool):
+        super().__init__()
+        self.encoder, self.stage, self.frozen = encoder, stage, frozen
+        self.out_channels = encoder.feature_shapes()[stage][0]
+        encoder.requires_grad_(not frozen)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
+            return {self.stage: self.encoder.forward_features(x, until=self.stage)[self.stage]}
+
+    def train(self, mode: bool = True) -> StageBackbone:
+        super().train(mode)
+        if self.frozen:
+            self.encoder.eval()
+        return self
+
+
+class RoIPooling(nn.Module):
+    """Fast R-CNN's RoI max pooling on one stage, called as torchvision's RoI heads call their pooler:
+    ({stage: (B, C, h, w)}, proposals [(R_i, 4)] in input pixels, image sizes) -> (sum R_i, C, size, size).
+
+    The stage's stride is measured (map width / image width), not rounded to a power of 2 as
+    torchvision's MultiScaleRoIAlign does (AlexNet's conv5 is 13 cells for 227 px). Max pooling's
+    backward pass only routes each cell's gradient to its maximum: on a CPU it costs a tenth of RoIAlign's.
+    """
+
+    def __init__(self, stage: str, size: int):
+        super().__init__()
+        self.stage, self.size = stage, size
+
+    def forward(self, features: dict[str, torch.Tensor], proposals: list[torch.Tensor],
+                image_shapes: list[tuple[int, int]]) -> torch.Tensor:
+        fmap = features[self.stage]
+        return roi_pool(fmap, proposals, self.size, fmap.shape[-1] / image_shapes[0][1])
+
+
+def default_stage(encoder: Encoder, roi_size: int) -> str:
+    """The deepest stage whose map is wider than roi_size cells (else the first): pooling a region of a
+    map no wider than the output grid only repeats cells (AlexNet: conv5 13x13, not pool5 6x6)."""
+    shapes = encoder.feature_shapes()
+    wide = [s for s in encoder.stage_names if min(shapes[s][1:]) > roi_size]
+    return wide[-1] if wide else encoder.stage_names[0]
+
+
+def build_detector(encoder: Encoder, num_classes: int, size: int, cfg: DetectionConfig) -> FasterRCNN:
+    """Faster R-CNN on a deep copy of `encoder`: K classes (+ background), images of size x size in [-1, 1]."""
+    stage = cfg.stage or default_stage(encoder, cfg.roi_size)
+    backbone = StageBackbone(copy.deepcopy(encoder), stage, cfg.mode == "frozen")
+    anchors = AnchorGenerator(sizes=(tuple(max(1, round(f * size)) for f in cfg.anchor_fractions),),
+                              aspect_ratios=(tuple(cfg.aspect_ratios),))
+    channels = backbone.out_channels
+    model = FasterRCNN(
+        backbone,
+        min_size=size, max_size=size, image_mean=[0.0] * encoder.in_channels, image_std=[1.0] * encoder.in_channels,
+        size_divisible=1,
+        rpn_anchor_generator=anchors,
+        box_head=TwoMLPHead(channels * cfg.roi_size**2, cfg.representation_size),
+        box_predictor=FastRCNNPredictor(cfg.representation_size, num_classes + 1),
+        rpn_pre_nms_top_n_test=max(1000, cfg.proposals), rpn_post_nms_top_n_test=cfg.proposals,
+        box_batch_size_per_image=cfg.rois_per_image,
+        # The best 100 detections of an image all count, whatever their score (torchvision drops those
+        # below 0.05): the devkit ranks whatever it is given, and a cut only lowers a weak detector's AP to 0.
+        box_score_thresh=0.0, box_detections_per_img=100,
+    )
+    # The constructor accepts only its RoIAlign as pooler; the RoI heads call any pooler alike.
+    model.roi_heads.box_roi_pool = RoIPooling(stage, cfg.roi_size)
+    return model
+
+
+def ground_truth(boxes: torch.Tensor) -> list[dict[str, torch.Tensor]]:
+    """boxes: int (N, M, 5 or 6) rows (class, x0, y0, x1, y1[, difficult]) pixel-inclusive, -1 unused
+    -> per image {"boxes": float (G, 4) continuous (x1 + 1, y1 + 1), "labels": (G,), "difficult": bool (G,)}."""
+    out = []
+    for rows in boxes.long():
+        rows = rows[rows[:, 0] >= 0]
+        difficult = rows[:, 5] == 1 if rows.shape[1] > 5 else torch.zeros(len(rows), dtype=torch.bool)
+        xyxy = rows[:, 1:5].float() + torch.tensor([0.0, 0.0, 1.0, 1.0])
+        out.append({"boxes": xyxy, "labels": rows[:, 0], "difficult": difficult})
+    return out
+
+
+def check_boxes(images: torch.Tensor, boxes: torch.Tensor, split: str) -> None:
+    """One sentence for boxes that do not fit their images."""
+    if boxes.dim() != 3 or boxes.shape[-1] not in (5, 6) or len(boxes) != len(images):
+        raise UserError(f"detection needs {split} boxes of shape ({len(images)}, objects, 5 or 6), got {tuple(boxes.shape)}.")
+    used = boxes[..., 0] >= 0
+    xyxy = boxes[..., 1:5][used]
+    size = images.shape[-1]
+    if len(xyxy) and (xyxy.min() < 0 or xyxy.max() >= size or (xyxy[:, 2] < xyxy[:, 0]).any() or (xyxy[:, 3] < xyxy[:, 1]).any()):
+        raise UserError(f"some {split} boxes are not within their {size} x {size} images or end before they start.")
+
+
+@torch.no_grad()
+def predict(model: FasterRCNN, images: torch.Tensor, batch_size: int = 64) -> list[dict[str, torch.Tensor]]:
+    """images (N, C, S, S) -> per image {"boxes": (D, 4) continuous, "scores": (D,), "labels": (D,) in [0, K)}, on the CPU."""
+    model.eval()
+    device = next(model.parameters()).device
+    out = []
+    for i in range(0, len(images), batch_size):
+        for p in model(list(images[i : i + batch_size].to(device))):
+            out.append({"boxes": p["boxes"].cpu(), "scores": p["scores"].cpu(), "labels": p["labels"].cpu() - 1})
+    return out
+
+
+def training_batch(images: torch.Tensor, truth: list[dict], idx: torch.Tensor, flip: bool, gen: torch.Generator,
+                   device: torch.device) -> tuple[list[torch.Tensor], list[dict[str, torch.Tensor]]]:
+    """Images and torchvision targets (labels + 1; difficult objects left out, as Fast R-CNN trains) of a batch,
+    each image flipped horizontally with probability 0.5 when `flip`."""
+    size = images.shape[-1]
+    flips = (torch.rand(len(idx), generator=gen) < 0.5).tolist() if flip else [False] * len(idx)
+    batch, targets = [], []
+    for i, f in zip(idx.tolist(), flips):
+        keep = ~truth[i]["difficult"]
+        xyxy = truth[i]["boxes"][keep]
+        image = images[i]
+        if f:
+            image, xyxy = image.flip(-1), torch.stack([size - xyxy[:, 2], xyxy[:, 1], size - xyxy[:, 0], xyxy[:, 3]], 1)
+        batch.append(image.to(device))
+        targets.append({"boxes": xyxy.to(device), "labels": (truth[i]["labels"][keep] + 1).to(device)})
+    return batch, targets
+
+
+def train_and_select(build, images: torch.Tensor, truth: list[dict], fit: torch.Tensor, val: torch.Tensor,
+                     num_classes: int, cfg: DetectionConfig, device: torch.device) -> Selected:
+    """For each learning rate, a fresh `build()` trained on `fit` with SGD until `patience` epochs bring no better
+    validation mAP (or `max_epochs`); -> the model, learning rate and epoch of the best validation mAP."""
+    val_truth = [truth[i] for i in val.tolist()]
+    scorable = any((~t["difficult"]).any() for t in val_truth)
+    batch_size = min(cfg.batch_size, len(fit))
+    steps_per_epoch = max(1, len(fit) // batch_size)
+    best: Selected | None = None
+    for lr in cfg.lrs:
+        torch.manual_seed(cfg.seed)
+        model = build()
+        opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=lr, momentum=cfg.momentum,
+                              weight_decay=cfg.weight_decay)
+        warmup = torch.optim.lr_scheduler.LinearLR(opt, start_factor=1e-3, total_iters=steps_per_epoch)
+        gen = torch.Generator().manual_seed(cfg.seed)
+        run_best, since_best = -math.inf, 0
+        for epoch in range(1, cfg.max_epochs + 1):
+            model.train()
+            order = fit[torch.randperm(len(fit), generator=gen)]
+            finite = True
+            for i in range(steps_per_epoch):
+                batch, targets = training_batch(images, truth, order[i * batch_size : (i + 1) * batch_size], cfg.flip, gen, device)
+                loss = sum(model(batch, targets).values())
+                if not torch.isfinite(loss):
+                    finite = False
+                    break
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                warmup.step()  # the factor stays 1 after the first epoch
+            if not finite:
+                break
+            score = mean_detection_ap(predict(model, images[val]), val_truth, num_classes) if scorable else 0.0
+            if best is None or score > best.val_score:
+                best = Selected(copy.deepcopy(model), lr, epoch, score)
+            if score > run_best:
+                run_best, since_best = score, 0
+            else:
+                since_best += 1
+                if since_best >= cfg.patience:
+                    break
+    if best is None:
+        raise UserError(f"detection training diverged in the first epoch at every learning rate of {cfg.lrs}; try smaller ones.")
+    return best
+
+
+def detection(encoder: Encoder, train: tuple[torch.Tensor, torch.Tensor], test: tuple[torch.Tensor, torch.Tensor],
+              cfg: DetectionConfig = DetectionConfig()) -> dict[str, float]:
+    """train, test: (images (N, C, S, S) in [-1, 1], boxes int (N, M, 5 or 6) rows (class, x0, y0, x1, y1[, difficult])
+    in pixel-inclusive input coordinates, -1 rows unused).
+
+    -> {map, map_auc, map_coco, ap/<k>, val_map, lr, epochs, max_epochs, lr_min, lr_max}.
+    """
+    images, boxes = train
+    test_images, test_boxes = test
+    check_boxes(images, boxes, "train")
+    check_boxes(test_images, test_boxes, "test")
+    if cfg.stage is not None and cfg.stage not in encoder.stage_names:
+        raise UserError(f"encoder has no stage {cfg.stage!r}; its stages are {', '.join(encoder.stage_names)}.")
+    truth, test_truth = ground_truth(boxes), ground_truth(test_boxes)
+    if not any((~t["difficult"]).any() for t in truth):
+        raise UserError("detection needs training images with boxes, and none of them has one that is not difficult.")
+    num_classes = int(max(boxes[..., 0].max(), test_boxes[..., 0].max())) + 1
+    size = images.shape[-1]
+    device = next(encoder.parameters()).device  # batches go where the encoder is (--device)
+
+    fit, val = carve_validation(len(images), 1.0, cfg.val_fraction, cfg.seed)
+    best = train_and_select(lambda: build_detector(encoder, num_classes, size, cfg).to(device), images, truth, fit, val,
+                            num_classes, cfg, device)
+    predictions = predict(best.model, test_images)
+    if cfg.predictions_out:
+        shown = predictions[:PREDICTION_FIGURE_IMAGES]
+        atomic_write(cfg.predictions_out, lambda f: torch.save({k: [p[k] for p in shown] for k in ("boxes", "labels", "scores")}, f))
+    per_class = detection_average_precision(predictions, test_truth, num_classes, 0.5, "11point")
+    present = [ap for ap in per_class if ap is not None]
+    if not present:
+        raise UserError(f"detection mAP needs a test box that is not difficult, and none of the {len(test_truth)} test images "
+                        "has one; evaluate on more images (a larger --limit).")
+    return {
+        "map": sum(present) / len(present),
+        "map_auc": mean_detection_ap(predictions, test_truth, num_classes, 0.5, "area"),
+        "map_coco": coco_map(predictions, test_truth, num_classes),
+        **{f"ap/{k}": ap for k, ap in enumerate(per_class) if ap is not None},
+        "val_map": best.val_score, "lr": best.lr, "epochs": float(best.epochs), "max_epochs": float(cfg.max_epochs),
+        "lr_min": min(cfg.lrs), "lr_max": max(cfg.lrs),
+    }
