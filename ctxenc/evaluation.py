@@ -83,7 +83,7 @@ def _prepared_split(spec: tuple, split: str, data_root, size: int, limit: int | 
     if target == "boxes":
         from ctxenc.data.transforms import fit_boxes
 
-        targets = fit_boxes(targets, data.images.shape[-1], size)
+        targets = fit_boxes(targets, tuple(data.images.shape[-2:]), size)
     return to_model_input(data.images, size), targets
 
 

@@ -35,8 +35,9 @@ class ImageDataset:
     - unlabeled: None
 
     class_maps: uint8 (N, H, W), 0 = background, k + 1 = class k, 255 = ignore (segmentation
-    datasets, and FashionScenes beside its multi-hot labels); boxes: int16 (N, max_objects, 5)
-    rows (class, x0, y0, x1, y1), -1 for unused rows (FashionScenes).
+    datasets, and FashionScenes beside its multi-hot labels); boxes: int16 (N, max_objects, 5 or 6)
+    rows (class, x0, y0, x1, y1[, difficult]), inclusive, -1 for unused rows (FashionScenes;
+    VOC2007 with the difficult flag).
     """
 
     name: str

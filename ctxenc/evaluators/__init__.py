@@ -16,6 +16,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Callable
 
+from ctxenc.evaluators.detection import DetectionConfig, detection
 from ctxenc.evaluators.finetune import FinetuneConfig, finetune
 from ctxenc.evaluators.inpainting import InpaintingConfig, inpainting
 from ctxenc.evaluators.knn import KNNConfig, knn
@@ -63,7 +64,8 @@ register_protocol(Protocol("linear_probe", LinearProbeConfig, linear_probe, LABE
 register_protocol(Protocol("knn", KNNConfig, knn, ("single_label",)))
 register_protocol(Protocol("finetune", FinetuneConfig, finetune, LABELLED, {"max_epochs": 1, "min_steps": 0, "lrs": 1}))
 register_protocol(Protocol("segmentation", SegmentationConfig, segmentation, ("segmentation",), {"max_epochs": 1, "lrs": 1}))
+register_protocol(Protocol("detection", DetectionConfig, detection, ("boxes",), {"max_epochs": 1, "lrs": 1}))
 register_protocol(Protocol("inpainting", InpaintingConfig, inpainting, ANY))
 
-__all__ = ["PROTOCOLS", "FinetuneConfig", "InpaintingConfig", "KNNConfig", "LinearProbeConfig", "Protocol",
-           "SegmentationConfig", "finetune", "inpainting", "knn", "linear_probe", "register_protocol", "segmentation"]
+__all__ = ["PROTOCOLS", "DetectionConfig", "FinetuneConfig", "InpaintingConfig", "KNNConfig", "LinearProbeConfig", "Protocol",
+           "SegmentationConfig", "detection", "finetune", "inpainting", "knn", "linear_probe", "register_protocol", "segmentation"]

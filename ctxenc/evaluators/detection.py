@@ -47,6 +47,7 @@ from torchvision.ops import roi_pool
 from ctxenc.encoders import Encoder
 from ctxenc.errors import UserError
 from ctxenc.evaluators.metrics import coco_map, detection_average_precision, mean_detection_ap
+from ctxenc.evaluators.features import recalibrated
 from ctxenc.evaluators.selection import Selected, carve_validation
 from ctxenc.io import atomic_write
 
@@ -263,7 +264,7 @@ def train_and_select(build, images: torch.Tensor, truth: list[dict], fit: torch.
                 break
             score = mean_detection_ap(predict(model, images[val]), val_truth, num_classes) if scorable else 0.0
             if best is None or score > best.val_score:
-                best = Selected(copy.deepcopy(model), lr, epoch, score)
+                best = Selected(copy.deepcopy(model), lr, epoch, score, cfg.max_epochs)
             if score > run_best:
                 run_best, since_best = score, 0
             else:
@@ -295,6 +296,8 @@ def detection(encoder: Encoder, train: tuple[torch.Tensor, torch.Tensor], test: 
     size = images.shape[-1]
     device = next(encoder.parameters()).device  # batches go where the encoder is (--device)
 
+    if cfg.mode == "frozen":  # frozen features on honest BatchNorm statistics, as every frozen protocol
+        encoder = recalibrated(encoder, images)
     fit, val = carve_validation(len(images), 1.0, cfg.val_fraction, cfg.seed)
     best = train_and_select(lambda: build_detector(encoder, num_classes, size, cfg).to(device), images, truth, fit, val,
                             num_classes, cfg, device)
