@@ -64,8 +64,8 @@ def world(tmp_path_factory):
         root = make_fashion_mnist(base / "fmnist", n_train=64, n_test=32)
         quiet = contextlib.redirect_stdout(io.StringIO())
         with quiet:
-            for pretext in ("context_encoder", "autoencoder"):
-                assert main(["pretrain", "--pretext", pretext, "--data-root", str(root), "--max-steps", "1",
+            for pretext, *options in (("context_encoder", "--mask", "center"), ("autoencoder",)):
+                assert main(["pretrain", "--pretext", pretext, *options, "--data-root", str(root), "--max-steps", "1",
                              "--batch-size", "8", "--out", str(base / pretext), "--no-progress"]) == 0
             assert main(["evaluate", "--checkpoint", str(base / "autoencoder" / "checkpoint.pt"), "--protocol", "knn",
                          "--data-root", str(root), "--limit", "32", "--out", str(base / "records")]) == 0
@@ -124,8 +124,10 @@ def assert_clean_exit(argv: list[str], world) -> None:
     assert code in (0, 2), (code, err)
     if code == 2:
         last = err.strip().splitlines()[-1]
-        assert re.match(r"ctxenc( \w+)?: error: ", last), err
-        assert_one_sentence(last.split("error: ", 1)[1])
+        if last.startswith("ctxenc: error: "):
+            assert_one_sentence(last.removeprefix("ctxenc: error: "))
+        else:  # argparse's own refusal (a bad choice or number): its usage, then one line
+            assert re.match(r"ctxenc \w+: error: argument ", last), err
 
 
 # ---------------------------------------------------------------- (a) suite YAMLs
@@ -219,7 +221,7 @@ def path_of(kinds: list[str]) -> st.SearchStrategy[str]:
 @st.composite
 def pretrain_args(draw):
     args = ["pretrain", "--pretext", draw(st.sampled_from(["context_encoder", "autoencoder", "random", "rotation",
-                                                           "colorization", "supervised", "jigsaw"]))]
+                                                           "colorization", "context_prediction"]))]
     for flag, values in [
         ("--encoder", [None, "small", "dcgan", "vgg", "timm:nope", ""]),
         ("--input-size", [None, -8, 0, 4, 7, 12, 16, 31, 33, 48]),
@@ -306,9 +308,167 @@ def test_fuzzed_inpaint_arguments(world, ckpt, mask, images, out):
                            "--out", str(p[out])], world)
 
 
+@pytest.mark.xfail(strict=True, reason="found by the inpaint fuzz: evaluators/inpainting.hole_for passes a random-mask "
+                   "checkpoint's min_ratio/max_ratio to the center mask (TypeError); fix reported to its owner")
+def test_inpaint_center_hole_of_a_random_region_checkpoint(world, tmp_path):
+    base = world["base"]
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert main(["pretrain", "--pretext", "context_encoder", "--data-root", str(world["root"]), "--max-steps", "1",
+                     "--batch-size", "8", "--out", str(tmp_path / "rr"), "--no-progress"]) == 0
+    assert_clean_exit(["inpaint", "--checkpoint", str(tmp_path / "rr" / "checkpoint.pt"), "--mask", "center",
+                       str(base / "photo.png"), "--out", str(tmp_path / "o")], world)
+
+
+@pytest.mark.xfail(strict=True, reason="found by the report fuzz: results/records.read_records lets pandas' ParserError "
+                   "through on a records.csv that is not CSV; fix reported to its owner")
+def test_report_on_a_damaged_records_csv(world):
+    assert_clean_exit(["report", str(world["base"] / "junk_records")], world)
+
+
 @fuzz("report")
-@given(folder=path_of(["records", "existing_dir", "file", "missing", "under_file", "junk_records", "header_records",
-                       "other_suite"]))
+@given(folder=path_of(["records", "existing_dir", "file", "missing", "under_file", "header_records", "other_suite"]))
 def test_fuzzed_report_arguments(world, folder):
     with tempfile.TemporaryDirectory() as tmp:
         assert_clean_exit(["report", str(paths(world, Path(tmp))[folder])], world)
+
+
+# ---------------------------------------------------------------- (c) data files
+
+@pytest.fixture(scope="module")
+def formats(tmp_path_factory):
+    """A small valid fixture per reader, in its real on-disk format."""
+    from tests.real_formats import write_cifar, write_imagefolder, write_stl10, write_voc
+
+    base = tmp_path_factory.mktemp("formats")
+    return {
+        "idx": make_fashion_mnist(base / "idx", n_train=16, n_test=8),
+        "cifar": write_cifar(base / "cifar", per_batch=4, n_test=8),
+        "stl10": write_stl10(base / "stl10", n_train=4, n_test=4, n_unlabeled=2),
+        "image": write_imagefolder(base / "image", classes=("a", "b"), per_class=2, test=False),
+        "voc2007": write_voc(base / "voc2007", "2007", {"trainval": 3, "test": 2}),
+        "voc2012": write_voc(base / "voc2012", "2012", {"train": 3, "val": 2}),
+    }
+
+
+@st.composite
+def corruption(draw, size: int):
+    """(name, bytes -> bytes): truncation, zero length, flipped bytes, a wrong magic number, appended junk."""
+    kind = draw(st.sampled_from(["truncate", "zero", "flip", "flip", "magic", "append"]))
+    if kind == "truncate":
+        at = draw(st.integers(0, max(0, size - 1)))
+        return f"truncate to {at}", lambda b: b[:at]
+    if kind == "zero":
+        return "zero length", lambda b: b""
+    if kind == "append":
+        extra = draw(st.binary(min_size=1, max_size=64))
+        return f"append {extra!r}", lambda b: b + extra
+    if kind == "magic":
+        magic = draw(st.binary(min_size=4, max_size=4))
+        return f"magic {magic!r}", lambda b: magic + b[4:]
+    flips = draw(st.lists(st.tuples(st.integers(0, max(0, size - 1)), st.integers(1, 255)), min_size=1, max_size=3))
+
+    def flip(b: bytes) -> bytes:
+        b = bytearray(b)
+        for at, mask in flips:
+            if at < len(b):
+                b[at] ^= mask
+        return bytes(b)
+    return f"flip {flips}", flip
+
+
+def check_reader(load, clean, victim: Path, exact: bool) -> None:
+    """`load()` gives data shaped like `clean` (equal to it when `exact`), or a one-sentence UserError naming `victim`."""
+    try:
+        data = load()
+    except UserError as err:
+        assert_one_sentence(str(err))
+        assert victim.name in str(err), (str(err), victim)
+        return
+    for field in ("images", "labels", "class_maps"):
+        got, want = getattr(data, field), getattr(clean, field)
+        assert (got is None) == (want is None), field
+        if got is not None:
+            assert got.shape == want.shape and got.dtype == want.dtype, (field, got.shape, want.shape)
+            if exact:
+                assert bool((got == want).all()), field
+
+
+READERS = {
+    # target: (fixture, files to damage (glob), split of a file, loader(root, split), exact)
+    "idx": ("idx", "*.gz", lambda f: "test" if f.name.startswith("t10k") else "train",
+            lambda root, split: _fashion(split, root), True),
+    "cifar": ("cifar", "cifar-10-batches-py/*", lambda f: "test" if f.name == "test_batch" else "train",
+              lambda root, split: _cifar(split, root), False),
+    "stl10": ("stl10", "stl10_binary/*.bin", lambda f: f.name.split("_")[0],
+              lambda root, split: _stl10(split, root), False),
+    "image": ("image", "train/*/*", lambda f: "train", lambda root, split: _imagefolder(root), False),
+    "voc_xml": ("voc2007", "VOCdevkit/VOC2007/Annotations/*.xml", lambda f: _voc_split(f, "Main"),
+                lambda root, split: _voc("2007", split, root), False),
+    "voc_png": ("voc2012", "VOCdevkit/VOC2012/*/*.[pj][np]g", lambda f: _voc_split(f, "Segmentation"),
+                lambda root, split: _voc("2012", split, root), False),
+}
+
+
+def _fashion(split, root):
+    from ctxenc.data.fashion_mnist import load_fashion_mnist
+
+    return load_fashion_mnist(split, root)
+
+
+def _cifar(split, root):
+    from ctxenc.data.cifar import load
+
+    return load("cifar10", split, root)
+
+
+def _stl10(split, root):
+    from ctxenc.data.stl10 import load
+
+    return load(split, root)
+
+
+def _imagefolder(root):
+    from ctxenc.data.imagefolder import load
+
+    return load("imagefolder", "train", root, load_size=16)
+
+
+def _voc(year, split, root):
+    from ctxenc.data import voc
+
+    return voc.load_classification(split, root, load_size=16) if year == "2007" else voc.load_segmentation(split, root, load_size=16)
+
+
+def _voc_split(victim: Path, sets: str) -> str:
+    ids = victim.parents[1] / "ImageSets" / sets
+    return next(p.stem for p in sorted(ids.glob("*.txt")) if victim.stem in p.read_text().split())
+
+
+def fuzz_reader(target: str):
+    fixture, pattern, split_of, loader, exact = READERS[target]
+
+    @fuzz(target)
+    @given(data=st.data())
+    def test(formats, data):
+        files = sorted(p.relative_to(formats[fixture]) for p in formats[fixture].glob(pattern) if p.is_file())
+        rel = data.draw(st.sampled_from(files), label="file")
+        original = (formats[fixture] / rel).read_bytes()
+        _, damage = data.draw(corruption(len(original)), label="corruption")
+        with tempfile.TemporaryDirectory() as tmp:
+            root = Path(tmp) / "root"
+            shutil.copytree(formats[fixture], root)
+            split = split_of(root / rel)
+            clean = loader(formats[fixture], split)
+            (root / rel).write_bytes(damage(original))
+            check_reader(lambda: loader(root, split), clean, root / rel, exact)
+
+    test.__name__ = f"test_fuzzed_{target}_files_load_or_name_the_file"
+    return test
+
+
+test_fuzzed_idx_files_load_or_name_the_file = fuzz_reader("idx")
+test_fuzzed_cifar_files_load_or_name_the_file = fuzz_reader("cifar")
+test_fuzzed_stl10_files_load_or_name_the_file = fuzz_reader("stl10")
+test_fuzzed_image_files_load_or_name_the_file = fuzz_reader("image")
+test_fuzzed_voc_xml_files_load_or_name_the_file = fuzz_reader("voc_xml")
+test_fuzzed_voc_png_files_load_or_name_the_file = fuzz_reader("voc_png")
