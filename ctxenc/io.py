@@ -57,8 +57,15 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO], None], binary: b
     return path
 
 
-def is_disk_full(err: BaseException) -> bool:
-    return isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT)
+def is_disk_full(err: BaseException | None) -> bool:
+    """ENOSPC or EDQUOT, also behind another exception: torch.save turns a failed write into a RuntimeError."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return False
 
 
 def disk_full_error(path: Path, needed: int, at_least: bool = False) -> UserError:
