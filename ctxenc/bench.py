@@ -40,14 +40,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+import yaml
 
-from ctxenc.config import from_dict, read_yaml
-from ctxenc.data import dataset_name, dataset_tasks
+from ctxenc.config import brief, from_dict, read_yaml
+from ctxenc.data import dataset_info, dataset_name, dataset_tasks
+from ctxenc.encoders import create_encoder, default_input_size
 from ctxenc.engine import TrainConfig, pretrain
 from ctxenc.errors import UserError
 from ctxenc.evaluation import check_protocol_fits, evaluate, resolve_protocol
 from ctxenc.evaluators import PROTOCOLS
-from ctxenc.io import atomic_write_text, output_lock
+from ctxenc.io import atomic_write_text, check_writable_folder, output_lock
 from ctxenc.pretext import PretextSpec, pretext_spec
 from ctxenc.results.records import append_records, read_records
 
@@ -64,7 +66,7 @@ class Suite:
     seeds: tuple[int, ...] = (0,)
     train: dict = field(default_factory=dict)
     pretrain_steps: tuple[int, ...] | None = None
-    pretexts: tuple[dict, ...] = ({"name": "random"},)
+    pretexts: tuple[str | dict, ...] = ({"name": "random"},)
     protocols: tuple = ("linear_probe",)
     limit: int | None = None
     report: dict = field(default_factory=dict)
@@ -73,13 +75,19 @@ class Suite:
     threads: int | None = None
 
     def __post_init__(self):
-        if not isinstance(self.suite, str) or not self.suite:
-            raise UserError(f"a suite needs a name (suite: NAME), got {self.suite!r}.")
+        if not isinstance(self.suite, str) or not self.suite.strip():
+            raise UserError(f"a suite needs a name (suite: NAME), got {brief(self.suite)}.")
+        if "/" in self.suite or "\0" in self.suite or self.suite.strip() in (".", ".."):
+            raise UserError(f"a suite's name names its results folder, so it cannot hold '/' or be '.' or '..', got {brief(self.suite)}.")
         for key in ("seeds", "pretexts", "protocols") + (("pretrain_steps",) if self.pretrain_steps is not None else ()):
             if not isinstance(getattr(self, key), tuple) or not getattr(self, key):
                 raise UserError(f"the suite's {key} must be a non-empty list, got {getattr(self, key)!r}.")
-        if not all(isinstance(s, int) and not isinstance(s, bool) for s in self.seeds):
-            raise UserError(f"the suite's seeds must be whole numbers, got {list(self.seeds)}.")
+        if not all(isinstance(s, int) and not isinstance(s, bool) and 0 <= s < 2**32 for s in self.seeds):
+            raise UserError(f"the suite's seeds must be whole numbers from 0 to 2**32 - 1, got {brief(list(self.seeds))}.")
+        for key in ("dataset", "pretrain_dataset"):
+            value = getattr(self, key)
+            if isinstance(value, dict) and not all(isinstance(k, str) for k in value):
+                raise UserError(f"the suite's {key} must map option names to values, got {brief(value)}.")
         if self.pretrain_steps is not None and not all(isinstance(s, int) and s >= 0 for s in self.pretrain_steps):
             raise UserError(f"pretrain_steps must be whole numbers >= 0, got {list(self.pretrain_steps)}.")
         for key in ("train", "report", "encoder"):
@@ -153,10 +161,29 @@ def check_report(suite: Suite, path: Path, methods: list[str], protocols: list[s
                                 f"its rows: {', '.join(methods)}.")
 
 
-def prepare(path: Path, out_dir, data_root, limit: int | None) -> tuple[Suite, Path, list[Cell], list, int | None]:
-    """Everything checked before any work: the suite, its rows, protocols, report, data and folder.
+@dataclass(frozen=True)
+class Plan:
+    """A suite checked before any work: everything `run_suite` needs to run it."""
 
-    -> (suite, output folder, cells, protocols, limit).
+    suite: Suite
+    path: Path
+    out: Path
+    limit: int | None
+    pretexts: list[PretextSpec]
+    protocols: list[tuple[str, str, object, str | dict]]
+
+    @property
+    def cells(self) -> list[Cell]:
+        """pretext x pretraining steps x seed; under --limit the first seed only (more would repeat the check)."""
+        seeds = self.suite.seeds[:1] if self.limit else self.suite.seeds
+        return [Cell(p, seed, s) for p in self.pretexts for s in (self.suite.pretrain_steps or (None,)) for seed in seeds]
+
+
+def plan_suite(path: str | Path, out_dir: str | Path | None = None, data_root=None, limit: int | None = None) -> Plan:
+    """Load and check the suite at `path` and its output folder, before any work; a mistake is a `UserError`.
+
+    Default folder: results/<suite>, or results/<suite>-limit<N> under `limit`, so a quick
+    check never leaves records a full run would take for its own and skip.
     """
     suite = load_suite(path)
     limit = limit or suite.limit
@@ -167,57 +194,65 @@ def prepare(path: Path, out_dir, data_root, limit: int | None) -> tuple[Suite, P
     protocols = resolve_protocols(suite, path)
     check_report(suite, path, [p.label for p in pretexts], [label for label, *_ in protocols])
     from_dict(TrainConfig, suite.train, f"train of {path}")  # reject bad keys before any work
+    check_encoder(suite.encoder, path)
     pretrain_dataset = suite.pretrain_dataset or suite.dataset
     dataset_tasks(pretrain_dataset, data_root)  # an unknown name or a missing folder fails now, not after a pretraining
+    if suite.pretrain_split is not None and suite.pretrain_split not in dataset_info(pretrain_dataset)[0].splits:
+        raise UserError(f"pretrain_split {suite.pretrain_split!r} of {path} is not a split of {dataset_name(pretrain_dataset)}; "
+                        f"its splits: {', '.join(dataset_info(pretrain_dataset)[0].splits)}.")
     for _, name, _, dataset in protocols:
         check_protocol_fits(name, dataset, data_root)
-    check_output_folder(out, limit)
-    seeds = suite.seeds[:1] if limit else suite.seeds  # a plumbing check: more seeds only repeat it
-    steps = suite.pretrain_steps or (None,)
-    cells = [Cell(p, seed, s) for p in pretexts for s in steps for seed in seeds]
-    return suite, out, cells, protocols, limit
+    check_output_folder(out, limit, suite.suite)
+    return Plan(suite, path, out, limit, pretexts, protocols)
+
+
+def check_encoder(encoder: dict, path: Path) -> None:
+    """Build the suite's encoder once: an unknown name, option or input size fails now, not after a pretraining."""
+    name = encoder.get("name")
+    if not isinstance(name, str):
+        raise UserError(f"the encoder of {path} needs a name (encoder: {{name: small}}), got {brief(encoder)}.")
+    options = {k: v for k, v in encoder.items() if k != "name"}
+    create_encoder(name, **{"in_channels": 3, **options, "input_size": options.get("input_size") or default_input_size(name)})
 
 
 def run_suite(path: str | Path, out_dir: str | Path | None = None, data_root=None, limit: int | None = None,
               progress: bool = True, device: str = "cpu", amp: bool = False, launcher: str = "inline",
               workers: int = 2) -> Path:
-    """Run every cell of the suite at `path`; returns the output folder.
+    """Run every cell of the suite at `path` (checked first by `plan_suite`); returns the output folder.
 
-    Default folder: results/<suite>, or results/<suite>-limit<N> under `limit`, so a quick
-    check never leaves records a full run would take for its own and skip.
     launcher: `inline` runs the cells one after another in this process; `local` runs them as
     `workers` parallel jobs on this machine, `slurm` as jobs on a Slurm cluster (through
     submitit, `ctxenc.launch`); records are appended under a file lock, and a re-run submits
     only the cells whose records are missing.
     """
-    path = Path(path)
-    suite, out, cells, protocols, limit = prepare(path, out_dir, data_root, limit)
+    plan = plan_suite(path, out_dir, data_root, limit)
+    suite, out, limit = plan.suite, plan.out, plan.limit
     out.mkdir(parents=True, exist_ok=True)
     with output_lock(out):
         atomic_write_text(out / "run.json", json.dumps({"limit": limit}) + "\n")
-        atomic_write_text(out / "suite.yaml", path.read_text())  # the config beside the results
+        atomic_write_text(out / "suite.yaml", plan.path.read_text())  # the config beside the results
         if launcher == "inline":
             if suite.threads is not None:
                 torch.set_num_threads(suite.threads)
-            for cell in cells:
-                run_cell(suite, cell, protocols, out, data_root, limit, progress, device, amp)
+            for cell in plan.cells:
+                run_cell(suite, cell, plan.protocols, out, data_root, limit, progress, device, amp)
         else:
             from ctxenc.launch import run_jobs
 
             done = read_records(out / "records.csv")
-            jobs = [functools.partial(run_cell_job, str(path), i, str(out), data_root, limit, device, amp)
-                    for i, cell in enumerate(cells) if not all(_has_record(done, cell, label, dataset_name(ds))
-                                                               for label, _, _, ds in protocols)]
+            jobs = [functools.partial(run_cell_job, str(plan.path), i, str(out), data_root, limit, device, amp)
+                    for i, cell in enumerate(plan.cells) if not all(_has_record(done, cell, label, dataset_name(ds))
+                                                                    for label, _, _, ds in plan.protocols)]
             run_jobs(jobs, launcher, out / "jobs", workers=workers)
     return out
 
 
 def run_cell_job(path: str, index: int, out: str, data_root, limit, device, amp) -> None:
     """One cell as a cluster job: rebuilt from the suite file, so the job carries only names."""
-    suite, _, cells, protocols, limit = prepare(Path(path), out, data_root, limit)
-    if suite.threads is not None:
-        torch.set_num_threads(suite.threads)
-    run_cell(suite, cells[index], protocols, Path(out), data_root, limit, False, device, amp)
+    plan = plan_suite(path, out, data_root, limit)
+    if plan.suite.threads is not None:
+        torch.set_num_threads(plan.suite.threads)
+    run_cell(plan.suite, plan.cells[index], plan.protocols, plan.out, data_root, plan.limit, False, device, amp)
 
 
 def run_cell(suite: Suite, cell: Cell, protocols, out: Path, data_root, limit, progress, device, amp) -> None:
@@ -272,10 +307,10 @@ def _has_record(done, cell: Cell, label: str, dataset: str) -> bool:
     return bool(hit.any())
 
 
-def check_output_folder(out: Path, limit: int | None) -> None:
-    """The folder must be new, or hold a run with the same --limit (records of another size would be mixed)."""
-    if out.exists() and not out.is_dir():
-        raise UserError(f"output {out} exists and is not a folder.")
+def check_output_folder(out: Path, limit: int | None, suite_name: str | None = None) -> None:
+    """The folder must be new (and writable), or hold a run of the same suite with the same --limit
+    (records of another suite or size would be mixed)."""
+    check_writable_folder(out)
     marker = out / "run.json"
     if marker.is_file():
         try:
@@ -285,6 +320,15 @@ def check_output_folder(out: Path, limit: int | None) -> None:
         if before != limit:
             raise UserError(f"{out} holds a run made with {_limit_words(before)}, this one has {_limit_words(limit)}; "
                             "pass another --out.")
+    copy = out / "suite.yaml"
+    if suite_name is not None and copy.is_file():
+        try:
+            before = yaml.safe_load(copy.read_text())
+        except yaml.YAMLError:
+            before = None
+        name = before.get("suite") if isinstance(before, dict) else None
+        if name != suite_name:
+            raise UserError(f"{out} holds the results of suite {name!r}, not {suite_name!r}; pass another --out.")
 
 
 def _limit_words(limit: int | None) -> str:

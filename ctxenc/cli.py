@@ -135,13 +135,21 @@ def pretext_options(args: argparse.Namespace) -> dict:
 
 def check_out_folder(out: Path) -> None:
     """--out must be a folder (or not exist yet) that can be written, checked before any work."""
-    import os
+    from ctxenc.io import check_writable_folder
 
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} is a file; name a folder (it is created if missing).")
-    parent = next((p for p in [out, *out.parents] if p.exists()), Path("."))
-    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
-        raise UserError(f"--out {out}: cannot write in {parent}; name a folder you can write to.")
+    check_writable_folder(out, "--out")
+
+
+def check_limit(limit: int | None) -> None:
+    if limit is not None and limit < 1:
+        raise UserError(f"--limit must be at least 1 (images per split), got {limit}.")
+
+
+def check_results_folder(folder: Path) -> None:
+    """`ctxenc report DIR`: DIR must be a folder (holding records.csv) that can be written."""
+    if not folder.is_dir():
+        raise UserError(f"{folder} is not a folder; pass the results folder that holds records.csv.")
+    check_out_folder(folder)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -156,6 +164,7 @@ def run(args: argparse.Namespace) -> int:
         given = {k: getattr(args, k) for k in ("epochs", "steps", "batch_size", "lr", "seed", "max_steps", "log_every",
                                                "checkpoint_every", "augment", "amp") if getattr(args, k) is not None}
         train = from_dict(TrainConfig, given, "the training options")
+        check_limit(args.limit)
         check_out_folder(args.out)
         encoder = {"name": args.encoder, **({"input_size": args.input_size} if args.input_size else {})}
         distributed.init()  # a no-op unless launched by torchrun
@@ -171,6 +180,7 @@ def run(args: argparse.Namespace) -> int:
         from ctxenc.results.records import append_records
 
         label, name, config = resolve_protocol(args.protocol)
+        check_limit(args.limit)
         check_out_folder(args.out)
         if args.download:
             from ctxenc.data import eval_splits, load_dataset
@@ -194,10 +204,12 @@ def run(args: argparse.Namespace) -> int:
     elif args.command == "report":
         from ctxenc.results.report import write_report
 
+        check_results_folder(args.dir)
         print(f"wrote {write_report(args.dir, args.data_root)}")
     elif args.command == "inpaint":
         from ctxenc.inpaint import inpaint_files
 
+        check_out_folder(args.out)
         written, errors = inpaint_files(args.checkpoint, args.images, args.mask, args.out)
         for message in errors:
             print(f"ctxenc: error: {message}", file=sys.stderr)

@@ -64,6 +64,11 @@ CASES = {
     "two suite rows with one label": (lambda r, t, c: after((t / "s.yaml").write_text("suite: s\npretexts: [{name: context_encoder, overlap_px: 1}, {name: context_encoder}]\n"), ["bench", str(t / "s.yaml"), "--out", str(t / "b")]), "are both 'context_encoder/random_region/l2'"),
     "report naming a method the suite lacks": (lambda r, t, c: after((t / "s.yaml").write_text("suite: s\npretexts: [{name: random}]\nreport: {comparisons: [[random, autoencodr]]}\n"), ["bench", str(t / "s.yaml"), "--out", str(t / "b")]), "names 'autoencodr', which is not a row of the suite"),
     "--out naming a file": (lambda r, t, c: after((t / "f").write_text("x"), pretrain(r, t / "f")), "is a file; name a folder"),
+    "--out under a file": (lambda r, t, c: after((t / "f").write_text("x"), pretrain(r, t / "f" / "sub")), "which is a file; name a folder"),
+    "bench --out holding another suite": (lambda r, t, c: after(((t / "b").mkdir(), (t / "b" / "suite.yaml").write_text("suite: other\n"), (t / "s.yaml").write_text("suite: s\n")), ["bench", str(t / "s.yaml"), "--out", str(t / "b")]), "holds the results of suite 'other', not 's'"),
+    "suite value of the wrong type": (lambda r, t, c: after((t / "s.yaml").write_text("suite: s\ntrain: {steps: [1]}\n"), ["bench", str(t / "s.yaml"), "--out", str(t / "b")]), "steps must be a whole number or null, got [1]"),
+    "--limit below 1": (lambda r, t, c: pretrain(r, t / "o", "--limit", "0"), "--limit must be at least 1"),
+    "report of a folder that is a file": (lambda r, t, c: after((t / "f").write_text("x"), ["report", str(t / "f")]), "is not a folder; pass the results folder"),
     "option of another pretext": (lambda r, t, c: ["pretrain", "--pretext", "autoencoder", "--mask", "center", "--out", str(t / "o")], "takes no options, got 'mask'"),
     "checkpoint of another encoder": (lambda r, t, c: ["evaluate", "--checkpoint", str(other_encoder(c, t)), "--protocol", "knn", "--data-root", str(r), "--out", str(t)], "do not fit its encoder"),
     "file that is not a checkpoint": (lambda r, t, c: after((t / "x.pt").write_text("hello"), ["evaluate", "--checkpoint", str(t / "x.pt"), "--protocol", "knn", "--out", str(t)]), "is not a readable ctxenc checkpoint"),
@@ -93,3 +98,27 @@ def test_diverging_loss_keeps_the_last_snapshot(fmnist_root, tmp_path):
 def test_debug_shows_the_traceback(tmp_path):
     with pytest.raises(Exception, match="Fashion-MNIST not found"):
         main(["--debug", *pretrain(tmp_path / "nowhere", tmp_path / "o")])
+
+
+def test_damaged_decoded_image_cache_is_rebuilt_with_a_warning(tmp_path, capsys):
+    """The issue's third case: cached images.npy truncated (a full disk, an interrupted copy) -> rebuilt, one warning."""
+    from ctxenc.data import load_dataset
+    from ctxenc.io import cache_root
+    from tests.real_formats import write_imagefolder
+
+    root = write_imagefolder(tmp_path / "imgs", classes=None, test=False, n_flat=12)
+    args = ["pretrain", "--pretext", "autoencoder", "--dataset", "imagefolder", "--data-root", str(root), "--max-steps", "1",
+            "--batch-size", "4", "--no-progress"]
+    assert main([*args, "--out", str(tmp_path / "a")]) == 0
+    first = load_dataset("imagefolder", "train", root, load_size=36).images.clone()
+    damaged = sorted((cache_root() / "decoded").glob("*/images.npy"))
+    assert damaged
+    for npy in damaged:
+        with open(npy, "r+b") as f:
+            f.truncate(npy.stat().st_size // 2)
+    capsys.readouterr()
+    assert main([*args, "--out", str(tmp_path / "b")]) == 0
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(warnings) == 1 and warnings[0].startswith("ctxenc: warning: the decoded-image cache entry"), warnings
+    assert "damaged" in warnings[0] and "decoding the images again" in warnings[0]
+    assert torch.equal(load_dataset("imagefolder", "train", root, load_size=36).images, first)

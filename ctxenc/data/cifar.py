@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from ctxenc.data import ImageDataset
+from ctxenc.config import brief
 from ctxenc.errors import UserError
 
 VARIANTS = {
@@ -48,8 +49,9 @@ def read_batch(path: Path, label_key: str) -> tuple[np.ndarray, np.ndarray]:
     try:
         with open(path, "rb") as f:
             batch = _ArraysOnly(f, encoding="bytes").load()
-    except (OSError, EOFError, pickle.UnpicklingError, ValueError, TypeError) as err:
-        raise UserError(f"cannot read {path} as a CIFAR pickle batch ({err}); replace the file.") from None
+    except Exception as err:  # a damaged pickle fails in any of a dozen ways (MemoryError, LookupError, ...)
+        raise UserError(f"cannot read {path} as a CIFAR pickle batch ({brief(str(err) or type(err).__name__)}); "
+                        "replace the file.") from None
     if not isinstance(batch, dict):
         raise UserError(f"{path} does not hold a CIFAR batch (a dict with 'data' and labels); replace the file.")
     batch = {k.decode() if isinstance(k, bytes) else k: v for k, v in batch.items()}

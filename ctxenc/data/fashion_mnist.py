@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gzip
 import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +34,7 @@ def read_idx(path: Path, magic: int, ndim: int) -> np.ndarray:
     try:
         with opener(path, "rb") as f:
             data = f.read()
-    except (OSError, EOFError) as err:
+    except (OSError, EOFError, zlib.error) as err:  # zlib.error: a damaged deflate stream inside the .gz
         raise UserError(f"cannot read {path}: {err}; the file is corrupt or truncated, replace it.") from None
     found = struct.unpack(">I", data[:4])[0] if len(data) >= 4 else None
     if found != magic:

@@ -38,7 +38,7 @@ import torch.nn.functional as F
 
 from ctxenc.data import ImageDataset
 from ctxenc.errors import UserError
-from ctxenc.io import atomic_write, cache_root
+from ctxenc.io import atomic_write_text, cache_root, load_verified, save_verified
 
 IGNORE = 255
 NUM_ITEM_CLASSES = 10
@@ -106,12 +106,11 @@ def load_fashion_scenes(split: str, cfg: ScenesConfig, items: ImageDataset) -> I
     key_fields = {**fields, "scenes": cfg.scenes(split), "version": GENERATOR_VERSION, "items": fingerprint}
     key = hashlib.sha1(json.dumps(key_fields, sort_keys=True).encode()).hexdigest()[:16]
     path = cache_root() / "fashion_scenes" / key / f"{split}.pt"
-    if path.is_file():
-        data = torch.load(path, weights_only=True)
-    else:
+    data = load_verified(path, lambda p: torch.load(p, weights_only=True), "FashionScenes cache entry")
+    if data is None:  # missing, or damaged and removed with a warning: generate it again
         data = make_scenes(images, labels, cfg.scenes(split), cfg, cfg.seed + SPLIT_OFFSET[split])
-        atomic_write(path, lambda f: torch.save(data, f))
-        (path.parent / "config.json").write_text(json.dumps({**key_fields, "split": split}, indent=1))
+        save_verified(path, lambda f: torch.save(data, f))
+        atomic_write_text(path.parent / "config.json", json.dumps({**key_fields, "split": split}, indent=1))
     return ImageDataset(name="fashion_scenes", split=split, images=data["images"], labels=data["labels"],
                         num_classes=NUM_ITEM_CLASSES, task="multi_label", class_maps=data["class_maps"], boxes=data["boxes"])
 

@@ -229,7 +229,8 @@ def memo(key: tuple, tensors: tuple[torch.Tensor, ...], compute: Callable[[], to
 def hole_for(model, size: int) -> torch.Tensor:
     """The central hole a checkpoint is scored on, bool (1, 1, S, S): size/2 square, or the
     smaller hidden square of a model that decodes only the centre."""
-    return sample_masks("center", 1, size, **model.cfg.mask_options(size))
+    side = model.cfg.mask_options(size).get("side") if model.cfg.mask == "center" else None
+    return sample_masks("center", 1, size, side=side)
 
 
 def require_context_encoder(model) -> None:

@@ -31,6 +31,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from ctxenc.errors import UserError
 from ctxenc.io import atomic_write
 
 COLUMNS = ["suite", "dataset", "method", "pretext", "encoder", "mask", "loss", "seed", "protocol", "metric", "value",
@@ -43,7 +44,10 @@ def read_records(path: str | Path) -> pd.DataFrame:
     path = Path(path)
     if not path.exists():
         return pd.DataFrame(columns=COLUMNS)
-    frame = pd.read_csv(path, keep_default_na=False, na_values=[""])
+    try:
+        frame = pd.read_csv(path, keep_default_na=False, na_values=[""])
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+        raise UserError(f"{path} is not a readable records CSV ({type(err).__name__}); restore it from its run or remove it.") from None
     # Records written before a column existed read it as empty, so old results still report.
     return frame.reindex(columns=[*COLUMNS, *[c for c in frame.columns if c not in COLUMNS]])
 
