@@ -204,3 +204,16 @@ def test_validation_is_held_out_once_for_every_label_fraction():
     assert (len(fit_all), len(fit_10), len(fit_1)) == (1800, 180, 18)
     assert set(fit_1.tolist()) <= set(fit_10.tolist()) <= set(fit_all.tolist())  # nested
     assert not set(fit_all.tolist()) & set(val_all.tolist())
+
+
+def test_finetune_reports_the_devkits_11_point_ap_when_asked():
+    torch.manual_seed(0)
+    encoder = create_encoder("small", in_channels=1)
+    images = torch.rand(40, 1, 32, 32) * 2 - 1
+    labels = (torch.rand(40, 3) < 0.4).float()
+    cfg = dict(lrs=(1e-3,), max_epochs=1, patience=1, min_steps=0, batch_size=16)
+    area = finetune(encoder, (images, labels), (images, labels), FinetuneConfig(**cfg))
+    eleven = finetune(encoder, (images, labels), (images, labels), FinetuneConfig(**cfg, ap="11point"))
+    assert area["map@100%"] != eleven["map@100%"] and 0 <= eleven["map@100%"] <= 1
+    with pytest.raises(UserError, match="ap must be one of area, 11point"):
+        FinetuneConfig(ap="voc")

@@ -33,11 +33,11 @@ def test_paper_table2_with_limit(tmp_path):
     assert main(["bench", str(BENCHMARKS / "paper_table2.yaml"), "--limit", "8", "--data-root", str(data),
                  "--out", str(out), "--no-progress"]) == 0
     records = pd.read_csv(out / "records.csv")
-    assert set(records["protocol"]) == {"voc07_classification", "voc12_segmentation"}
+    assert set(records["protocol"]) == {"voc07_classification", "voc07_detection", "voc12_segmentation"}
     assert set(records["pretrain_dataset"]) == {"stl10"} and set(records["encoder"]) == {"alexnet"}
-    assert {"map@100%", "miou"} <= set(records["metric"])
+    assert {"map@100%", "map", "map_coco", "miou"} <= set(records["metric"])
     report = (out / "report.md").read_text()
-    assert "## The paper's table beside ours" in report and "56.5" in report and "30" in report
+    assert "## The paper's table beside ours" in report and "56.5" in report and "44.5" in report and "30" in report
 
 
 def test_paper_table1_with_limit(tmp_path):

@@ -81,7 +81,8 @@ class DatasetInfo:
     pretrain_split: what pretraining reads unless told; tasks: the annotations of the evaluation
     splits (single_label, multi_label, segmentation, boxes, unlabeled), or a function of the
     folder (image folders); load(request) -> ImageDataset; options: the dataclass of its
-    mapping options (None: it takes none); help: one line for `--help`.
+    mapping options (None: it takes none); class_names: what figures call the classes;
+    help: one line for `--help`.
     """
 
     name: str
@@ -91,6 +92,7 @@ class DatasetInfo:
     tasks: tuple[str, ...] | Callable[[Path], tuple[str, ...]]
     pretrain_split: str | None = None
     options: type | None = None
+    class_names: tuple[str, ...] | None = None  # None: numbered (or from the folder)
     help: str = ""
 
 
@@ -259,19 +261,24 @@ def _scenes_options():
     return ScenesConfig
 
 
+from ctxenc.data.fashion_mnist import CLASSES as FASHION_CLASSES  # noqa: E402  (readers need ImageDataset above)
+from ctxenc.data.voc import CLASSES as VOC_CLASSES  # noqa: E402
+
 register_dataset(DatasetInfo("fashion_mnist", ("train", "test"), ("train", "test"), _fashion_mnist, ("single_label",),
-                             help="default; 28x28 grey, 10 classes"))
+                             class_names=FASHION_CLASSES, help="default; 28x28 grey, 10 classes"))
 register_dataset(DatasetInfo("fashion_scenes", ("pool", "train", "test"), ("train", "test"), _fashion_scenes,
                              ("multi_label", "segmentation", "boxes"), pretrain_split="pool", options=_scenes_options(),
+                             class_names=FASHION_CLASSES,
                              help="embedded VOC-like RGB scenes; pretraining pool, labelled train, test"))
-register_dataset(DatasetInfo("cifar10", ("train", "test"), ("train", "test"), _cifar("cifar10"), ("single_label",)))
+register_dataset(DatasetInfo("cifar10", ("train", "test"), ("train", "test"), _cifar("cifar10"), ("single_label",),
+                             class_names=("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")))
 register_dataset(DatasetInfo("cifar100", ("train", "test"), ("train", "test"), _cifar("cifar100"), ("single_label",)))
 register_dataset(DatasetInfo("stl10", ("train", "test", "unlabeled", "train+unlabeled"), ("train", "test"), _stl10,
                              ("single_label",), help="pretraining also on unlabeled or train+unlabeled"))
 register_dataset(DatasetInfo("voc2007", ("train", "val", "trainval", "test"), ("trainval", "test"), _voc2007,
-                             ("multi_label", "boxes"), help="multi-label classification and boxes"))
+                             ("multi_label", "boxes"), class_names=VOC_CLASSES, help="multi-label classification and boxes"))
 register_dataset(DatasetInfo("voc2012_seg", ("train", "val", "trainval"), ("train", "val"), _voc2012_seg, ("segmentation",),
-                             help="segmentation"))
+                             class_names=VOC_CLASSES, help="segmentation"))
 register_dataset(DatasetInfo("imagefolder", ("train", "test", "val"), ("train", "test"), _imagefolder, _imagefolder_tasks,
                              help="DIR itself, or imagefolder:SUB for DIR/SUB: class subfolders, or loose images for pretraining"))
 

@@ -24,7 +24,7 @@ from torch import nn
 from ctxenc.encoders import Encoder
 from ctxenc.errors import UserError
 from ctxenc.evaluators.features import batched, device_of
-from ctxenc.evaluators.metrics import mean_average_precision
+from ctxenc.evaluators.metrics import INTERPOLATIONS, mean_average_precision
 from ctxenc.evaluators.selection import DEFAULT_LRS, carve_validation, check_schedule, train_and_select
 
 
@@ -48,6 +48,7 @@ class FinetuneConfig:
     val_fraction: float = 0.1
     grid: int = 2
     flip: bool = True
+    ap: str = "area"  # multi-label AP: "area" (scikit-learn's, non-interpolated) or "11point" (the VOC2007 devkit's)
     seed: int = 0
 
     def __post_init__(self):
@@ -56,6 +57,8 @@ class FinetuneConfig:
         check_schedule(self.lrs, self.max_epochs, self.patience, "finetune")
         if not 0 < self.val_fraction < 1:
             raise UserError(f"finetune needs a validation fraction in (0, 1), got {self.val_fraction}.")
+        if self.ap not in INTERPOLATIONS:
+            raise UserError(f"finetune's ap must be one of {', '.join(INTERPOLATIONS)}, got {self.ap!r}.")
 
 
 class Classifier(nn.Module):
@@ -104,10 +107,10 @@ def finetune(encoder: Encoder, train: tuple[torch.Tensor, torch.Tensor], test: t
     def score(model, x, y):
         logits = batched(model, x, 500, device)
         if multi_label:
-            return mean_average_precision(logits, y)
+            return mean_average_precision(logits, y, interpolation=cfg.ap)
         return (logits.argmax(1) == y).float().mean().item()
 
-    results = trivial_reference(labels, test[1])
+    results = trivial_reference(labels, test[1], cfg.ap)
     for fraction in cfg.label_fractions:
         fit, val = carve_validation(len(images), fraction, cfg.val_fraction, cfg.seed)
         chosen = train_and_select(
@@ -122,12 +125,12 @@ def finetune(encoder: Encoder, train: tuple[torch.Tensor, torch.Tensor], test: t
     return results
 
 
-def trivial_reference(train_labels: torch.Tensor, test_labels: torch.Tensor) -> dict[str, float]:
+def trivial_reference(train_labels: torch.Tensor, test_labels: torch.Tensor, ap: str = "area") -> dict[str, float]:
     """The score of a classifier that ignores the image. Multi-hot labels (N, K) -> {map_class_prior}:
     constant scores (the training class prior; being constant, each class's AP is its positive rate
     on test); class indices (N,) -> {accuracy_majority}: always the most frequent training class."""
     if train_labels.dim() == 2:
         prior = (train_labels == 1).float().mean(0)
-        return {"map_class_prior": mean_average_precision(prior.expand(len(test_labels), -1), test_labels)}
+        return {"map_class_prior": mean_average_precision(prior.expand(len(test_labels), -1), test_labels, interpolation=ap)}
     majority = torch.bincount(train_labels).argmax()
     return {"accuracy_majority": (test_labels == majority).float().mean().item()}

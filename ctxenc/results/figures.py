@@ -103,7 +103,7 @@ def scenes_figure(images: torch.Tensor, class_maps: torch.Tensor, boxes: torch.T
     fig, axes = plt.subplots(2, n, figsize=(1.6 * n, 3.9), squeeze=False)
     for i in range(n):
         axes[0, i].imshow(images[i].permute(1, 2, 0).numpy())
-        for c, x0, y0, x1, y1 in boxes[i].tolist():
+        for c, x0, y0, x1, y1, *_ in boxes[i].tolist():  # VOC rows add a difficult flag
             if c >= 0:
                 _draw_box(axes[0, i], int(c), x0, y0, x1, y1, class_names, palette[int(c) + 1])
         shown = class_maps[i].long().clone()
@@ -141,7 +141,7 @@ def detections_figure(images: torch.Tensor, true_boxes: torch.Tensor, prediction
             _hide_ticks(ax)
             ax.imshow(images[i].permute(1, 2, 0).numpy())
             if r == 0:
-                for c, x0, y0, x1, y1 in true_boxes[i].tolist():
+                for c, x0, y0, x1, y1, *_ in true_boxes[i].tolist():  # VOC rows add a difficult flag
                     if c >= 0:
                         _draw_box(ax, int(c), x0, y0, x1, y1, class_names, palette[int(c) + 1], dashed=True)
                 continue

@@ -22,7 +22,7 @@ from ctxenc.results.records import with_methods
 @dataclass(frozen=True)
 class Scenes:
     """Test scenes with their annotations: images uint8 (N, 3, S, S), class_maps (N, S, S),
-    boxes (N, K, 5) as (class, x0, y0, x1, y1) with class -1 for padding."""
+    boxes (N, K, 5 or 6) as (class, x0, y0, x1, y1[, difficult]) with class -1 for padding."""
 
     images: torch.Tensor
     class_maps: torch.Tensor | None
@@ -33,8 +33,7 @@ class Scenes:
 def scene_samples(dataset, data_root=None, n: int = 10) -> Scenes | None:
     """The first `n` test images of `dataset` (a name or a spec), or None for a dataset without
     class maps or boxes."""
-    from ctxenc.data import eval_splits, load_dataset
-    from ctxenc.data.fashion_mnist import CLASSES
+    from ctxenc.data import dataset_info, eval_splits, load_dataset
 
     if dataset is None:
         return None
@@ -42,7 +41,8 @@ def scene_samples(dataset, data_root=None, n: int = 10) -> Scenes | None:
     if data.class_maps is None and data.boxes is None:
         return None
     return Scenes(data.images[:n], None if data.class_maps is None else data.class_maps[:n],
-                  None if data.boxes is None else data.boxes[:n], list(CLASSES))
+                  None if data.boxes is None else data.boxes[:n],
+                  list(dataset_info(dataset)[0].class_names or [str(k) for k in range(data.num_classes)]))
 
 
 def completions(out_dir: Path, records: pd.DataFrame, data_root=None, limit: int | None = None,
