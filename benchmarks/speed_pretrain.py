@@ -2,7 +2,7 @@
 
     python benchmarks/speed_pretrain.py [--threads 2] [--batch-size 64] [--rounds 3] [--steps 2]
                                         [--workloads paper,pytorch_gan,small,peak] [--device cpu] [--amp]
-                                        [--channels-last]
+                                        [--channels-last] [--fused-adam] [--whole-map-mix]
 
 Every workload is one full training step on random tensors (no data loading, masks drawn once
 beforehand), in this process with the same threads:
@@ -17,6 +17,10 @@ beforehand), in this process with the same threads:
 - `small`: the small encoder's context encoder on 1 x 32 x 32 (random-region masks, L2), the demo's.
 - `alexnet`: the AlexNet context encoder at 227 px (random-region masks, L2), for GPU checks.
 - `peak`: a 2048^3 fp32 matmul.
+
+--channels-last, --fused-adam (torch's fused Adam kernel) and --whole-map-mix (the context encoder's
+`mix` 1x1 convolution on a 1x1 map run as a matmul, through `WholeMapConv2d` with the same
+parameters) apply to ctxenc's models and measure changes proposed for the engine and model.py.
 
 FLOPs per step (forward + backward) are counted with torch.utils.flop_counter on one real step.
 Timing interleaves the workloads over --rounds rounds (so a noisy, shared machine slows all of
@@ -36,8 +40,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from ctxenc.device import autocast, grad_scaler, resolve_device
-from ctxenc.encoders import create_encoder
+from ctxenc.device import autocast, grad_scaler, place, resolve_device
+from ctxenc.data.transforms import to_model_input
+from ctxenc.encoders import WholeMapConv2d, create_encoder
 from ctxenc.losses import discriminator_loss, generator_loss
 from ctxenc.masks import sample_masks
 from ctxenc.pretext import PretextConfig, build_pretext
@@ -112,23 +117,26 @@ def dcgan_init(module: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
-def adam(params) -> torch.optim.Adam:
-    return torch.optim.Adam(params, lr=2e-4, betas=(0.5, 0.999))
+def adam(params, fused: bool = False) -> torch.optim.Adam:
+    return torch.optim.Adam(params, lr=2e-4, betas=(0.5, 0.999), fused=fused or None)
 
 
-def to_format(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
-    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+def whole_map_mix(model: nn.Module) -> None:
+    """Swap the model's `mix` 1x1 convolution for a `WholeMapConv2d` holding the same parameters."""
+    conv = model.mix[0]
+    matmul = WholeMapConv2d(conv.in_channels, conv.out_channels, 1).to(conv.weight.device)
+    matmul.load_state_dict(conv.state_dict())
+    model.mix[0] = matmul
 
 
 def pytorch_gan_workload(batch: int, device: torch.device, amp: bool, channels_last: bool) -> Workload:
     """One iteration of PyTorch-GAN's context_encoder.py: G step (0.999 L1 + 0.001 MSE adv), then D step."""
-    memory_format = torch.channels_last if channels_last else torch.contiguous_format
-    generator = PyTorchGANGenerator().to(device, memory_format=memory_format).train()
-    discriminator = PyTorchGANDiscriminator().to(device, memory_format=memory_format).train()
+    generator = place(PyTorchGANGenerator(), device, channels_last).train()
+    discriminator = place(PyTorchGANDiscriminator(), device, channels_last).train()
     dcgan_init(generator), dcgan_init(discriminator)
     opt_g, opt_d = adam(generator.parameters()), adam(discriminator.parameters())
     scaler = grad_scaler(device, amp)
-    images = to_format(torch.rand(batch, 3, 128, 128, device=device) * 2 - 1, channels_last)
+    images = place(torch.rand(batch, 3, 128, 128) * 2 - 1, device, channels_last)
     masked = images.clone()
     masked[..., 32:96, 32:96] = 1  # its centre mask fills with white
     parts = images[..., 32:96, 32:96].contiguous()
@@ -152,17 +160,20 @@ def pytorch_gan_workload(batch: int, device: torch.device, amp: bool, channels_l
     return Workload("PyTorch-GAN context_encoder (128->64 px, L1+adv)", step, batch)
 
 
-def ctxenc_workload(name: str, encoder: str, channels: int, size: int, cfg: PretextConfig, batch: int,
-                    device: torch.device, amp: bool, channels_last: bool) -> Workload:
+def ctxenc_workload(name: str, encoder: str, channels: int, size: int, cfg: PretextConfig, args: argparse.Namespace,
+                    device: torch.device) -> Workload:
     """One ctxenc.engine step: a discriminator step (if adversarial), then the generator step."""
     torch.manual_seed(0)
+    amp, batch = args.amp, args.batch_size
     model = build_pretext(cfg, create_encoder(encoder, in_channels=channels, input_size=size), torch.zeros(channels))
-    model = model.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format).train()
+    if args.whole_map_mix:
+        whole_map_mix(model)
+    model = place(model, device, args.channels_last).train()
     disc = model.discriminator
-    opt_g = adam(model.generator_parameters())
-    opt_d = adam(disc.parameters()) if disc is not None else None
+    opt_g = adam(model.generator_parameters(), args.fused_adam)
+    opt_d = adam(disc.parameters(), args.fused_adam) if disc is not None else None
     scaler = grad_scaler(device, amp)
-    images = to_format(torch.rand(batch, channels, size, size, device=device) * 2 - 1, channels_last)
+    images = place(torch.rand(batch, channels, size, size) * 2 - 1, device, args.channels_last)
     masks = sample_masks(cfg.mask, batch, size, torch.Generator().manual_seed(0), **cfg.mask_options(size)).to(device)
 
     def step() -> None:
@@ -191,21 +202,37 @@ def peak_workload(device: torch.device, n: int = 2048) -> Workload:
 
 
 def build(name: str, args: argparse.Namespace, device: torch.device) -> Workload:
-    amp, cl = args.amp, args.channels_last
     if name == "paper":
         cfg = PretextConfig(name="context_encoder", mask="center", predict="center", adversarial=True, overlap_px=4)
-        return ctxenc_workload("ctxenc paper model (dcgan, 128->64 px, L2+adv)", "dcgan", 3, 128, cfg, args.batch_size, device, amp, cl)
+        return ctxenc_workload("ctxenc paper model (dcgan, 128->64 px, L2+adv)", "dcgan", 3, 128, cfg, args, device)
     if name == "pytorch_gan":
-        return pytorch_gan_workload(args.batch_size, device, amp, cl)
+        return pytorch_gan_workload(args.batch_size, device, args.amp, args.channels_last)
     if name == "small":
         cfg = PretextConfig(name="context_encoder", mask="random_region")
-        return ctxenc_workload("ctxenc small encoder (1x32 px, L2)", "small", 1, 32, cfg, args.batch_size, device, amp, cl)
+        return ctxenc_workload("ctxenc small encoder (1x32 px, L2)", "small", 1, 32, cfg, args, device)
     if name == "alexnet":
         cfg = PretextConfig(name="context_encoder", mask="random_region", overlap_px=7)
-        return ctxenc_workload("ctxenc alexnet (3x227 px, L2)", "alexnet", 3, 227, cfg, args.batch_size, device, amp, cl)
+        return ctxenc_workload("ctxenc alexnet (3x227 px, L2)", "alexnet", 3, 227, cfg, args, device)
     if name == "peak":
         return peak_workload(device)
     raise SystemExit(f"unknown workload {name!r}; choose from paper, pytorch_gan, small, alexnet, peak.")
+
+
+def per_step_data_costs(batch: int, rounds: int = 20) -> dict[str, float]:
+    """Median milliseconds of what the engine does per step besides the model (the small encoder's data)."""
+    gen = torch.Generator().manual_seed(0)
+    raw = torch.randint(0, 256, (batch, 1, 28, 28), dtype=torch.uint8)
+    costs = {f"sample_masks('random_region', {batch}, 32)": lambda: sample_masks("random_region", batch, 32, gen),
+             f"to_model_input(uint8 {batch}x1x28x28, 32)": lambda: to_model_input(raw, 32)}
+    out = {}
+    for name, fn in costs.items():
+        seconds = []
+        for _ in range(rounds):
+            tic = time.perf_counter()
+            fn()
+            seconds.append(time.perf_counter() - tic)
+        out[name] = statistics.median(seconds) * 1000
+    return out
 
 
 def count_flops(work: Workload) -> None:
@@ -233,6 +260,8 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--amp", action="store_true", help="float16 autocast on CUDA, bfloat16 on the CPU")
     parser.add_argument("--channels-last", action="store_true")
+    parser.add_argument("--fused-adam", action="store_true", help="ctxenc models: torch's fused Adam")
+    parser.add_argument("--whole-map-mix", action="store_true", help="ctxenc models: `mix` as a matmul")
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -254,9 +283,9 @@ def main() -> None:
             sync(device)
             work.seconds.append((time.perf_counter() - tic) / steps)
 
+    flags = [f for f in ("channels_last", "fused_adam", "whole_map_mix") if getattr(args, f)]
     print(f"torch {torch.__version__}, device {device}, {torch.get_num_threads()} threads, batch {args.batch_size}, "
-          f"{'amp' if args.amp else 'fp32'}{', channels_last' if args.channels_last else ''}, "
-          f"median of {args.rounds} interleaved rounds")
+          f"{'amp' if args.amp else 'fp32'}{''.join(', ' + f for f in flags)}, median of {args.rounds} interleaved rounds")
     print(f"| workload | ms/step | images/s | GFLOP/image | GFLOP/s |")
     print("|---|---|---|---|---|")
     rates = {}
@@ -274,6 +303,10 @@ def main() -> None:
         for name in ("small", "paper", "pytorch_gan", "alexnet"):
             if name in rates:
                 print(f"{name} share of matmul peak: {rates[name][1] / rates['peak'][1]:.1%}")
+    if "small" in rates:
+        step_ms = args.batch_size / rates["small"][0] * 1000
+        for name, ms in per_step_data_costs(args.batch_size).items():
+            print(f"per step, outside the model: {name} {ms:.2f} ms ({ms / step_ms:.0%} of the small encoder's step)")
 
 
 if __name__ == "__main__":
