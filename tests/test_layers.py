@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ctxenc.encoders import WholeMapConv2d, create_encoder
-from ctxenc.pretext.layers import ChannelwiseFC, UpConvDecoder, WholeMapConvTranspose2d
+from ctxenc.pretext.layers import ChannelwiseFC, Discriminator, UpConvDecoder, WholeMapConvTranspose2d
 
 
 def grads(module: nn.Module, x: torch.Tensor, forward) -> list[torch.Tensor]:
@@ -63,6 +63,20 @@ def test_whole_map_conv_is_the_convolution(bias):
     assert layer(x).shape == (3, 5, 1, 1)
 
 
+def test_whole_map_layers_in_channels_last_memory():
+    """A channels-last model (weights NHWC in memory) gives the same numbers."""
+    torch.manual_seed(0)
+    conv, up = WholeMapConv2d(6, 5, 4, bias=True), WholeMapConvTranspose2d(6, 5, 4, 1, 0, bias=True)
+    x, v = torch.randn(3, 6, 4, 4), torch.randn(3, 6, 1, 1)
+    expected = conv(x), up(v)
+    conv, up = conv.to(memory_format=torch.channels_last), up.to(memory_format=torch.channels_last)
+    assert not conv.weight.is_contiguous() and not up.weight.is_contiguous()
+    for cl in (False, True):
+        fmt = torch.channels_last if cl else torch.contiguous_format
+        torch.testing.assert_close(conv(x.contiguous(memory_format=fmt)), expected[0])
+        torch.testing.assert_close(up(v.contiguous(memory_format=fmt)), expected[1])
+
+
 def test_whole_map_conv_on_larger_maps_stays_a_convolution():
     layer = WholeMapConv2d(2, 3, 1)
     x = torch.randn(2, 2, 5, 5)
@@ -86,6 +100,12 @@ def test_decoder_from_a_bottleneck_vector():
     decoder = UpConvDecoder(40, 1, 3, 64)
     assert isinstance(decoder.net[0], WholeMapConvTranspose2d)
     assert decoder(torch.randn(2, 40, 1, 1)).shape == (2, 3, 64, 64)
+
+
+def test_discriminator_ends_in_a_whole_map_conv():
+    disc = Discriminator(3, 32)
+    assert isinstance(disc.net[-1], WholeMapConv2d) and disc.net[-1].kernel_size == (4, 4)
+    assert disc(torch.randn(2, 3, 32, 32)).shape == (2,)
 
 
 def test_dcgan_checkpoints_keep_their_layout():

@@ -88,4 +88,8 @@ class WholeMapConv2d(nn.Conv2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-2:] != self.kernel_size or self.padding != (0, 0) or self.groups != 1 or self.padding_mode != "zeros":
             return super().forward(x)
-        return F.linear(x.flatten(1), self.weight.flatten(1), self.bias).view(x.shape[0], self.out_channels, 1, 1)
+        w = self.weight
+        if not w.is_contiguous() and w.is_contiguous(memory_format=torch.channels_last):
+            # Flatten (C, k, k) in the weight's own memory order, so the big weight is never copied.
+            w, x = w.permute(0, 2, 3, 1), x.permute(0, 2, 3, 1)
+        return F.linear(x.flatten(1), w.flatten(1), self.bias).view(x.shape[0], self.out_channels, 1, 1)

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ctxenc.encoders.base import WholeMapConv2d
 from ctxenc.errors import UserError
 
 
@@ -46,7 +47,13 @@ class WholeMapConvTranspose2d(nn.ConvTranspose2d):
     def forward(self, x: torch.Tensor, output_size: list[int] | None = None) -> torch.Tensor:
         if x.shape[-2:] != (1, 1) or self.stride != (1, 1) or self.padding != (0, 0) or self.groups != 1 or output_size is not None:
             return super().forward(x, output_size)
-        out = (x.flatten(1) @ self.weight.flatten(1)).view(x.shape[0], self.out_channels, *self.kernel_size)
+        w = self.weight  # (C, C_out, k, k)
+        if not w.is_contiguous() and w.is_contiguous(memory_format=torch.channels_last):
+            # (C, k, k, C_out) is the channels-last weight's memory order: a view, not a copy.
+            out = (x.flatten(1) @ w.permute(0, 2, 3, 1).flatten(1)).view(x.shape[0], *self.kernel_size, self.out_channels)
+            out = out.permute(0, 3, 1, 2)
+        else:
+            out = (x.flatten(1) @ w.flatten(1)).view(x.shape[0], self.out_channels, *self.kernel_size)
         return out if self.bias is None else out + self.bias.view(1, -1, 1, 1)
 
 
@@ -110,7 +117,7 @@ class Discriminator(nn.Module):
                 layers.append(nn.BatchNorm2d(width))
             layers.append(nn.LeakyReLU(0.2, inplace=True))
             c, size, i = width, size // 2, i + 1
-        layers.append(nn.Conv2d(c, 1, size, 1, 0))
+        layers.append(WholeMapConv2d(c, 1, size, 1, 0))  # over the whole 4-7 px map: a matmul
         self.net = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
