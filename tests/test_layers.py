@@ -46,10 +46,13 @@ def test_channelwise_fc_by_hand():
     assert layer(x).tolist() == [[[[1.0, 4.0], [10.0, 0.0]], [[7.0, 7.0], [7.0, 7.0]]]]
 
 
-def test_channelwise_fc_takes_channels_last_input():
+def test_channelwise_fc_in_channels_last_memory():
     layer = ChannelwiseFC(4, 3)
     x = torch.randn(2, 4, 3, 3)
-    torch.testing.assert_close(layer(x.contiguous(memory_format=torch.channels_last)), layer(x))
+    expected = layer(x)
+    torch.testing.assert_close(layer(x.contiguous(memory_format=torch.channels_last)), expected)
+    layer = layer.to(memory_format=torch.channels_last)
+    torch.testing.assert_close(layer(x.contiguous(memory_format=torch.channels_last)), expected)
 
 
 @pytest.mark.parametrize("bias", [False, True])
