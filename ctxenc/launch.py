@@ -40,7 +40,7 @@ def run_jobs(jobs: list[Callable[[], None]], launcher: str, folder: Path, worker
     `slurm` submits one Slurm job array (submitit's AutoExecutor) with `slurm` as its parameters
     (e.g. {"slurm_partition": "gpu", "timeout_min": 600, "gpus_per_node": 1}); `workers` caps how
     many array tasks run at once unless `slurm_array_parallelism` is given.
-    folder: where submitit keeps the pickled jobs, their results and logs (`%j_log.out/err`).
+    folder: where submitit keeps the pickled jobs, their results and logs (`<job id>_0_log.out/.err`).
     """
     if launcher not in LAUNCHERS:
         raise UserError(f"unknown launcher {launcher!r}; valid launchers: {', '.join(LAUNCHERS)}.")
