@@ -44,3 +44,16 @@ def test_encoder_name_errors():
         create_encoder("vgg")
     with pytest.raises(UserError, match="at least 67 px"):
         create_encoder("alexnet", input_size=32)
+
+
+@pytest.mark.parametrize("name,size,expected", [
+    ("small", 32, {"conv1": (32, 16, 16), "conv2": (64, 8, 8), "conv3": (128, 4, 4)}),
+    ("dcgan", 128, {"conv1": (64, 64, 64), "conv2": (64, 32, 32), "conv3": (128, 16, 16), "conv4": (256, 8, 8),
+                    "conv5": (512, 4, 4), "bottleneck": (4000, 1, 1)}),
+])
+def test_stage_shapes_and_a_batch_through_them(name, size, expected):
+    """The paper's dcgan stages at 128 px (bottleneck: a 4x4 conv over the whole 4x4 map, run as a matmul)."""
+    encoder = create_encoder(name, in_channels=3, input_size=size)
+    assert encoder.feature_shapes() == expected
+    features = encoder.forward_features(torch.randn(2, 3, size, size))
+    assert {k: tuple(v.shape[1:]) for k, v in features.items()} == expected

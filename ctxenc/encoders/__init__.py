@@ -9,7 +9,7 @@ from __future__ import annotations
 import inspect
 from typing import Callable
 
-from ctxenc.encoders.base import Encoder, init_dcgan_weights
+from ctxenc.encoders.base import Encoder, WholeMapConv2d, init_dcgan_weights
 from ctxenc.errors import UserError
 
 ENCODERS: dict[str, Callable[..., Encoder]] = {}
@@ -55,4 +55,4 @@ def default_input_size(name: str) -> int:
 # Registration happens on import.
 from ctxenc.encoders import alexnet, dcgan, small, timm_backbone  # noqa: E402,F401
 
-__all__ = ["ENCODERS", "Encoder", "create_encoder", "default_input_size", "init_dcgan_weights", "register_encoder"]
+__all__ = ["ENCODERS", "Encoder", "WholeMapConv2d", "create_encoder", "default_input_size", "init_dcgan_weights", "register_encoder"]

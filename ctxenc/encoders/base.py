@@ -1,4 +1,4 @@
-"""The encoder interface every registered encoder implements."""
+"""The encoder interface every registered encoder implements, and the layers encoders share."""
 
 from __future__ import annotations
 
@@ -74,3 +74,22 @@ def init_dcgan_weights(module: nn.Module) -> None:
         elif isinstance(m, nn.BatchNorm2d):
             nn.init.normal_(m.weight, 1.0, 0.02)
             nn.init.zeros_(m.bias)
+
+
+class WholeMapConv2d(nn.Conv2d):
+    """A Conv2d that, on a map exactly its kernel's size (no padding: a 1x1 output), is one matmul.
+
+    (B, C, k, k) -> (B, C_out, 1, 1) through `F.linear` on the flattened map; any other input
+    goes through the ordinary convolution. Same parameters (and checkpoints) as `nn.Conv2d`.
+    Why: oneDNN's convolution backward on such shapes (the dcgan bottleneck 512x4x4 -> 4000, a
+    1x1 conv on a 1x1 map) runs at a tenth of the matmul's speed on the CPU.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-2:] != self.kernel_size or self.padding != (0, 0) or self.groups != 1 or self.padding_mode != "zeros":
+            return super().forward(x)
+        w = self.weight
+        if not w.is_contiguous() and w.is_contiguous(memory_format=torch.channels_last):
+            # Flatten (C, k, k) in the weight's own memory order, so the big weight is never copied.
+            w, x = w.permute(0, 2, 3, 1), x.permute(0, 2, 3, 1)
+        return F.linear(x.flatten(1), w.flatten(1), self.bias).view(x.shape[0], self.out_channels, 1, 1)

@@ -11,7 +11,7 @@ import math
 from torch import nn
 
 from ctxenc.encoders import register_encoder
-from ctxenc.encoders.base import Encoder, init_dcgan_weights
+from ctxenc.encoders.base import Encoder, WholeMapConv2d, init_dcgan_weights
 from ctxenc.errors import UserError
 
 PAPER_WIDTHS = (64, 64, 128, 256, 512)
@@ -42,7 +42,7 @@ class DCGANEncoder(Encoder):
             layers.append(nn.LeakyReLU(0.2, inplace=True))
             stages[f"conv{i + 1}"] = nn.Sequential(*layers)
         stages["bottleneck"] = nn.Sequential(
-            nn.Conv2d(widths[-1], bottleneck, 4, 1, 0, bias=False), nn.BatchNorm2d(bottleneck), nn.LeakyReLU(0.2, inplace=True)
+            WholeMapConv2d(widths[-1], bottleneck, 4, 1, 0, bias=False),  # 4x4 -> 1x1: a matmul nn.BatchNorm2d(bottleneck), nn.LeakyReLU(0.2, inplace=True)
         )
         self.stages = nn.ModuleDict(stages)
         init_dcgan_weights(self)

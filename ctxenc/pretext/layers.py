@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ctxenc.encoders.base import WholeMapConv2d
 from ctxenc.errors import UserError
 
 
@@ -15,8 +16,11 @@ class ChannelwiseFC(nn.Module):
     """A fully connected layer within each channel (Pathak et al. 2016, Sec. 3.1).
 
     m maps of n x n -> m maps of n x n, with no weights across maps: m * n^4 weights instead of
-    m^2 * n^4. Written as a grouped convolution with kernel n and groups=m that produces m * n^2
-    outputs (output j of group g is the j-th pixel of map g), reshaped back to (m, n, n).
+    m^2 * n^4. The parameters are those of a grouped convolution with kernel n and groups=m that
+    produces m * n^2 outputs (output j of group g is the j-th pixel of map g): `fc.weight`
+    (m * n^2, 1, n, n), `fc.bias` (m * n^2). The forward pass runs them as one batched matmul,
+    out[b, g, j] = sum_k W[g, j, k] x[b, g, k] + bias[g, j], which is 5-15x faster on the CPU
+    than oneDNN's grouped convolution (forward + backward) and gives the same numbers.
     """
 
     def __init__(self, channels: int, size: int):
@@ -26,7 +30,31 @@ class ChannelwiseFC(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, m, n, n) -> (B, m, n, n)."""
-        return self.fc(x).view(x.shape[0], self.channels, self.size, self.size)
+        m, k = self.channels, self.size * self.size
+        out = torch.einsum("bgk,gjk->bgj", x.reshape(x.shape[0], m, k), self.fc.weight.view(m, k, k))
+        return (out + self.fc.bias.view(m, k)).view(x.shape[0], m, self.size, self.size)
+
+
+class WholeMapConvTranspose2d(nn.ConvTranspose2d):
+    """A ConvTranspose2d that, on a 1x1 map with stride 1 and no padding, is one matmul.
+
+    (B, C, 1, 1) -> (B, C_out, k, k) as x @ W.view(C, C_out * k * k); any other input goes
+    through the ordinary transposed convolution. Same parameters as `nn.ConvTranspose2d`.
+    Why: the decoder's first up-convolution (4000 x 1 x 1 -> 512 x 4 x 4) takes a slow
+    non-oneDNN path on the CPU, 8x slower than the matmul (forward + backward).
+    """
+
+    def forward(self, x: torch.Tensor, output_size: list[int] | None = None) -> torch.Tensor:
+        if x.shape[-2:] != (1, 1) or self.stride != (1, 1) or self.padding != (0, 0) or self.groups != 1 or output_size is not None:
+            return super().forward(x, output_size)
+        w = self.weight  # (C, C_out, k, k)
+        if not w.is_contiguous() and w.is_contiguous(memory_format=torch.channels_last):
+            # (C, k, k, C_out) is the channels-last weight's memory order: a view, not a copy.
+            out = (x.flatten(1) @ w.permute(0, 2, 3, 1).flatten(1)).view(x.shape[0], *self.kernel_size, self.out_channels)
+            out = out.permute(0, 3, 1, 2)
+        else:
+            out = (x.flatten(1) @ w.flatten(1)).view(x.shape[0], self.out_channels, *self.kernel_size)
+        return out if self.bias is None else out + self.bias.view(1, -1, 1, 1)
 
 
 class UpConvDecoder(nn.Module):
@@ -46,7 +74,7 @@ class UpConvDecoder(nn.Module):
         width = min(in_channels, 512)
         c = in_channels
         if in_size == 1:
-            layers += [nn.ConvTranspose2d(c, width, 4, 1, 0, bias=False), nn.BatchNorm2d(width), nn.ReLU(True)]
+            layers += [WholeMapConvTranspose2d(c, width, 4, 1, 0, bias=False), nn.BatchNorm2d(width), nn.ReLU(True)]
             c, in_size = width, 4
         if in_size >= out_size:
             raise UserError(f"the decoder needs a feature map smaller than the image, got {in_size} px for {out_size} px.")
@@ -89,7 +117,7 @@ class Discriminator(nn.Module):
                 layers.append(nn.BatchNorm2d(width))
             layers.append(nn.LeakyReLU(0.2, inplace=True))
             c, size, i = width, size // 2, i + 1
-        layers.append(nn.Conv2d(c, 1, size, 1, 0))
+        layers.append(WholeMapConv2d(c, 1, size, 1, 0))  # over the whole 4-7 px map: a matmul
         self.net = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

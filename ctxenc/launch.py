@@ -1,0 +1,134 @@
+"""Run a suite's cells as jobs: one after another here, in parallel local processes, or on Slurm.
+
+Each job is a picklable callable taking no arguments (a `functools.partial` of a module-level
+function), typically one suite cell: pretraining plus its protocols. `local` and `slurm` go
+through `submitit` (the job launcher of the PyTorch research ecosystem), which pickles each
+callable into `folder`, runs it in a fresh process and keeps its stdout/stderr logs there.
+
+Failures are collected, not fatal: every job runs to its end, then one `UserError` names the
+jobs that failed and their logs. Re-submission is the caller's business and costs nothing extra
+when jobs skip completed work (suite cells skip cells whose records exist): running the same
+job list again re-does only what failed.
+
+Jobs that write to one shared file hold `locked(path)` around the write (an fcntl lock, which
+works across processes on one machine and on NFS/Lustre with lock support).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import functools
+import os
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Callable, Iterator
+
+from ctxenc.errors import UserError
+
+LAUNCHERS = ("inline", "local", "slurm")
+# LocalExecutor kills a job after 2 minutes unless told otherwise; a cell may pretrain for hours.
+LOCAL_TIMEOUT_MIN = 7 * 24 * 60
+
+
+def run_jobs(jobs: list[Callable[[], None]], launcher: str, folder: Path, workers: int = 2,
+             slurm: dict | None = None) -> None:
+    """Run every job and wait for all of them; then raise one `UserError` if any failed.
+
+    launcher: `inline` calls each job in turn in this process (an exception propagates at once);
+    `local` runs at most `workers` jobs at a time as local processes (submitit's LocalExecutor);
+    `slurm` submits one Slurm job array (submitit's AutoExecutor) with `slurm` as its parameters
+    (e.g. {"slurm_partition": "gpu", "timeout_min": 600, "gpus_per_node": 1}); `workers` caps how
+    many array tasks run at once unless `slurm_array_parallelism` is given.
+    folder: where submitit keeps the pickled jobs, their results and logs (`<job id>_0_log.out/.err`).
+    """
+    if launcher not in LAUNCHERS:
+        raise UserError(f"unknown launcher {launcher!r}; valid launchers: {', '.join(LAUNCHERS)}.")
+    if workers < 1:
+        raise UserError(f"workers must be at least 1, got {workers}.")
+    if slurm and launcher != "slurm":
+        raise UserError(f"Slurm parameters were given for the {launcher} launcher; use --launcher slurm or drop them.")
+    if launcher == "inline":
+        for job in jobs:
+            job()
+        return
+    if launcher == "local":
+        submitted = _run_local(jobs, Path(folder), workers)
+    else:
+        submitted = _run_slurm(jobs, Path(folder), workers, slurm or {})
+    failed = [(i, job) for i, job in enumerate(submitted) if _failed(job)]
+    if failed:
+        what = "; ".join(f"job {i + 1} of {len(jobs)} ({describe(jobs[i])}, log {job.paths.stderr})" for i, job in failed)
+        raise UserError(f"{len(failed)} of {len(jobs)} jobs failed: {what}; run the same command again to re-submit only those.")
+
+
+def _run_local(jobs: list[Callable[[], None]], folder: Path, workers: int) -> list:
+    """Keep at most `workers` local processes busy until every job has finished."""
+    import submitit
+
+    executor = submitit.LocalExecutor(folder=folder)
+    executor.update_parameters(timeout_min=LOCAL_TIMEOUT_MIN)
+    submitted: list = [None] * len(jobs)
+    pending, running = list(range(len(jobs))), []
+    while pending or running:
+        while pending and len(running) < workers:
+            i = pending.pop(0)
+            submitted[i] = executor.submit(jobs[i])
+            running.append(i)
+        running = [i for i in running if not submitted[i].done()]
+        time.sleep(0.05)
+    return submitted
+
+
+def _run_slurm(jobs: list[Callable[[], None]], folder: Path, workers: int, params: dict) -> list:
+    """Submit all jobs as one array and wait for every task."""
+    import submitit
+
+    try:
+        executor = submitit.AutoExecutor(folder=folder, cluster="slurm")
+    except RuntimeError:  # submitit found no srun
+        raise UserError("the slurm launcher needs Slurm (srun, sbatch) on PATH; use --launcher local on a single machine.") from None
+    try:
+        executor.update_parameters(**{"slurm_array_parallelism": workers, **params})
+    except (TypeError, ValueError, AssertionError) as err:
+        raise UserError(f"bad Slurm parameters {sorted(params)}: {err}.") from None
+    try:
+        with executor.batch():
+            submitted = [executor.submit(job) for job in jobs]
+    except FileNotFoundError:
+        raise UserError("the slurm launcher needs Slurm (srun, sbatch) on PATH; use --launcher local on a single machine.") from None
+    for job in submitted:
+        job.wait()
+    return submitted
+
+
+def _failed(job) -> bool:
+    """Whether a finished submitit job raised, was killed or timed out."""
+    try:
+        job.result()
+    except Exception:  # submitit's FailedJobError / UncompletedJobError, or the job's own exception
+        return True
+    return False
+
+
+def describe(job: Callable) -> str:
+    """A short human name for a job: 'cell(demo, seed=1)' for a partial, else its qualified name."""
+    if isinstance(job, functools.partial):
+        args = [repr(a) for a in job.args] + [f"{k}={v!r}" for k, v in job.keywords.items()]
+        text = f"{describe(job.func)}({', '.join(args)})"
+        return text if len(text) <= 120 else text[:117] + "..."
+    return getattr(job, "__qualname__", type(job).__name__)
+
+
+@contextmanager
+def locked(path: str | os.PathLike) -> Iterator[None]:
+    """Hold an exclusive lock on `path`.lock while the block runs, so that concurrent jobs'
+    read-modify-write of `path` (e.g. appending records) never interleave. Blocks until free."""
+    lock = Path(f"{path}.lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
