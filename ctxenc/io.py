@@ -14,6 +14,7 @@ one-line warning, instead of failing deep inside numpy or torch.
 from __future__ import annotations
 
 import errno
+import fcntl
 import json
 import os
 import shutil
@@ -23,7 +24,7 @@ import tempfile
 import zlib
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any, Callable
+from typing import IO, Any, Callable, Iterator
 
 from ctxenc.errors import UserError
 
@@ -220,3 +221,17 @@ def _alive(owner: str) -> bool:
     except PermissionError:
         return True
     return True
+
+
+@contextmanager
+def locked(path: str | os.PathLike) -> Iterator[None]:
+    """Hold an exclusive lock on `path`.lock while the block runs, so that concurrent jobs'
+    read-modify-write of `path` (e.g. appending records) never interleave. Blocks until free."""
+    lock = Path(f"{path}.lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)

@@ -10,19 +10,17 @@ jobs that failed and their logs. Re-submission is the caller's business and cost
 when jobs skip completed work (suite cells skip cells whose records exist): running the same
 job list again re-does only what failed.
 
-Jobs that write to one shared file hold `locked(path)` around the write (an fcntl lock, which
+Jobs that write to one shared file hold `ctxenc.io.locked(path)` around the write (an fcntl lock, which
 works across processes on one machine and on NFS/Lustre with lock support).
 """
 
 from __future__ import annotations
 
-import fcntl
 import functools
 import os
 import time
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 from ctxenc.errors import UserError
 
@@ -118,17 +116,3 @@ def describe(job: Callable) -> str:
         text = f"{describe(job.func)}({', '.join(args)})"
         return text if len(text) <= 120 else text[:117] + "..."
     return getattr(job, "__qualname__", type(job).__name__)
-
-
-@contextmanager
-def locked(path: str | os.PathLike) -> Iterator[None]:
-    """Hold an exclusive lock on `path`.lock while the block runs, so that concurrent jobs'
-    read-modify-write of `path` (e.g. appending records) never interleave. Blocks until free."""
-    lock = Path(f"{path}.lock")
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock, "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)

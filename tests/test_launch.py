@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from ctxenc.errors import UserError
-from ctxenc.launch import describe, locked, run_jobs
+from ctxenc.io import locked
+from ctxenc.launch import describe, run_jobs
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -25,7 +25,7 @@ from ctxenc.errors import UserError
 from ctxenc.losses import discriminator_loss, generator_loss, masked_l2
 from ctxenc.masks import MASKS, apply_mask, loss_weights, sample_masks
 from ctxenc.masks.overlap import LOSS_REGIONS
-from ctxenc.pretext.base import Pretext, non_default, register_pretext
+from ctxenc.pretext.base import Pretext, adam, non_default, register_pretext
 from ctxenc.pretext.layers import Discriminator
 from ctxenc.pretext.reconstruction_head import ReconstructionHead
 from ctxenc.encoders import init_dcgan_weights
@@ -158,9 +158,9 @@ class ContextEncoder(Pretext):
     def optimizers(self, train):
         """Adam (paper code: beta1 0.5); the discriminator learns 10x slower (paper, Sec. 3.2)."""
         generator = [p for name, p in self.named_parameters() if not name.startswith("discriminator.")]
-        opts = {"generator": torch.optim.Adam(generator, lr=train.lr, betas=(train.beta1, 0.999))}
+        opts = {"generator": adam(generator, train.lr, train.beta1)}
         if self.discriminator is not None:
-            opts["discriminator"] = torch.optim.Adam(self.discriminator.parameters(), lr=train.lr / 10, betas=(train.beta1, 0.999))
+            opts["discriminator"] = adam(self.discriminator.parameters(), train.lr / 10, train.beta1)
         return opts
 
     def train_step(self, batch, ctx):

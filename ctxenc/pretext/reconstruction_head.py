@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ctxenc.encoders import Encoder, init_dcgan_weights
+from ctxenc.encoders import Encoder, WholeMapConv2d, init_dcgan_weights
 from ctxenc.pretext.layers import ChannelwiseFC, UpConvDecoder
 
 
@@ -21,7 +21,8 @@ class ReconstructionHead(nn.Module):
         super().__init__()
         c, n, _ = encoder.feature_shapes()[encoder.stage_names[-1]]
         self.channelwise_fc = ChannelwiseFC(c, n)
-        self.mix = nn.Sequential(nn.Conv2d(c, c, 1), nn.BatchNorm2d(c), nn.ReLU(True))
+        # On a 1x1 map (the dcgan bottleneck) the 1x1 conv is a plain matmul: WholeMapConv2d runs it as one.
+        self.mix = nn.Sequential(WholeMapConv2d(c, c, 1), nn.BatchNorm2d(c), nn.ReLU(True))
         self.decoder = UpConvDecoder(c, n, encoder.in_channels, out_size)
         init_dcgan_weights(self)
 

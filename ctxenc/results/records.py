@@ -26,13 +26,12 @@ so several processes may append to one file and it is never left partial.
 
 from __future__ import annotations
 
-import fcntl
 from pathlib import Path
 
 import pandas as pd
 
 from ctxenc.errors import UserError
-from ctxenc.io import atomic_write
+from ctxenc.io import atomic_write, locked
 
 COLUMNS = ["suite", "dataset", "method", "pretext", "encoder", "mask", "loss", "seed", "protocol", "metric", "value",
            "pretrain_steps", "pretrain_seconds", "eval_seconds", "wall_seconds", "checkpoint", "pretrain_dataset",
@@ -61,13 +60,9 @@ def append_records(path: str | Path, rows: list[dict]) -> pd.DataFrame:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_name(path.name + ".lock"), "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            frame = pd.concat([read_records(path), pd.DataFrame(rows, columns=COLUMNS)], ignore_index=True)
-            atomic_write(path, lambda f: frame.to_csv(f, index=False), binary=False)
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    with locked(path):
+        frame = pd.concat([read_records(path), pd.DataFrame(rows, columns=COLUMNS)], ignore_index=True)
+        atomic_write(path, lambda f: frame.to_csv(f, index=False), binary=False)
     return frame
 
 
