@@ -185,6 +185,7 @@ def plan_suite(path: str | Path, out_dir: str | Path | None = None, data_root=No
     Default folder: results/<suite>, or results/<suite>-limit<N> under `limit`, so a quick
     check never leaves records a full run would take for its own and skip.
     """
+    path = Path(path)
     suite = load_suite(path)
     limit = limit or suite.limit
     if limit is not None and limit < 1:

@@ -92,3 +92,23 @@ def test_slurm_without_sbatch_is_one_sentence(tmp_path):
 def test_describe_names_partials():
     assert describe(functools.partial(add_cell, "r.csv", 2)) == "add_cell('r.csv', 2)"
     assert describe(functools.partial(add_cell, "r.csv", cell=2)) == "add_cell('r.csv', cell=2)"
+
+
+def test_bench_with_two_local_workers_records_what_inline_records(fmnist_root, tmp_path):
+    """The real thing: a suite's cells as submitit jobs on 2 local workers give the inline run's records."""
+    import pandas as pd
+
+    from ctxenc.bench import run_suite
+
+    suite = tmp_path / "suite.yaml"
+    suite.write_text("suite: spread\nseeds: [0, 1]\nthreads: 1\ntrain: {max_steps: 3, batch_size: 16}\n"
+                     "pretexts: [{name: random}, {name: autoencoder}]\nprotocols: [{protocol: knn, k: 5}]\n")
+    run_suite(suite, tmp_path / "inline", fmnist_root, progress=False)
+    run_suite(suite, tmp_path / "local", fmnist_root, progress=False, launcher="local", workers=2)
+    varies = ["pretrain_seconds", "eval_seconds", "wall_seconds"]
+    inline, local = (pd.read_csv(tmp_path / d / "records.csv").drop(columns=varies) for d in ("inline", "local"))
+    key = ["method", "seed", "protocol", "metric"]
+    pd.testing.assert_frame_equal(inline.sort_values(key).reset_index(drop=True), local.sort_values(key).reset_index(drop=True))
+    # A re-run finds every cell done and submits nothing.
+    run_suite(suite, tmp_path / "local", fmnist_root, progress=False, launcher="local", workers=2)
+    assert len(pd.read_csv(tmp_path / "local" / "records.csv")) == len(local)
