@@ -8,7 +8,7 @@ DEBIAN_FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 .PHONY: demo test install data speed clean
 
 demo: install data
-	$(BIN)/ctxenc bench benchmarks/demo.yaml
+	$(BIN)/ctxenc bench benchmarks/demo.yaml --launcher local --workers 2
 
 test: install data
 	$(BIN)/python -m pytest -q

@@ -73,8 +73,12 @@ def _run_local(jobs: list[Callable[[], None]], folder: Path, workers: int) -> li
             i = pending.pop(0)
             submitted[i] = executor.submit(jobs[i])
             running.append(i)
-        running = [i for i in running if not submitted[i].done()]
-        time.sleep(0.05)
+        for i in [i for i in running if submitted[i].done()]:
+            running.remove(i)
+            finished = len(jobs) - len(pending) - len(running)
+            state = "failed" if _failed(submitted[i]) else "done"
+            print(f"job {i + 1} of {len(jobs)} {state} ({finished} of {len(jobs)} finished)", flush=True)
+        time.sleep(0.5)
     return submitted
 
 
