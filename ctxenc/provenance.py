@@ -10,16 +10,24 @@ from pathlib import Path
 import torch
 
 
+# What decides a number: the package, the protocols and the suites. Commits that touch only
+# results/ or docs (a suite's own records, the README) leave the recorded version unchanged, so a
+# long run continued after them still reads as one version of the code.
+CODE_PATHS = ("ctxenc", "eval", "benchmarks", "pyproject.toml")
+
+
 @functools.lru_cache(maxsize=1)
 def _commit() -> str:
-    """The git commit of the ctxenc source tree, `+dirty` when it has uncommitted changes; '' outside git."""
+    """The last git commit that changed the code (CODE_PATHS), `+dirty` when the code has
+    uncommitted changes; '' outside git."""
     root = Path(__file__).resolve().parent.parent
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+
     try:
-        sha = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=root, capture_output=True, text=True,
-                             timeout=10, check=True).stdout.strip()
-        # results/ is excluded: a suite's own records.csv changes while it runs.
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)results"],
-                               cwd=root, capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+        sha = git("log", "-1", "--format=%h", "--abbrev=12", "--", *CODE_PATHS)
+        dirty = git("status", "--porcelain", "--untracked-files=no", "--", *CODE_PATHS)
     except (OSError, subprocess.SubprocessError):
         return ""
     return sha + ("+dirty" if dirty else "")
