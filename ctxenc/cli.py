@@ -76,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
-    p = sub.add_parser("evaluate", help="evaluate a checkpoint's frozen encoder; appends rows to OUT/records.csv",
+    p = sub.add_parser("evaluate", help="evaluate a checkpoint's encoder with one protocol (frozen or fine-tuned, as the protocol says); appends rows to OUT/records.csv",
                        description="Evaluate the encoder of a checkpoint with one protocol, on the test split.", epilog=EPILOG)
     p.add_argument("--checkpoint", required=True, type=Path, metavar="FILE", help="checkpoint.pt written by 'ctxenc pretrain'")
     p.add_argument("--protocol", required=True, metavar="NAME|YAML", help=f"protocol name ({', '.join(PROTOCOLS)}) or a YAML file such as eval/linear_probe.yaml")

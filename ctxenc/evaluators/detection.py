@@ -48,7 +48,7 @@ from ctxenc.encoders import Encoder
 from ctxenc.errors import UserError
 from ctxenc.evaluators.metrics import coco_map, detection_average_precision, mean_detection_ap
 from ctxenc.evaluators.features import recalibrated
-from ctxenc.evaluators.selection import Selected, carve_validation
+from ctxenc.evaluators.selection import Selected, carve_validation, check_schedule
 from ctxenc.io import atomic_write
 
 MODES = ("finetune", "frozen")
@@ -90,8 +90,7 @@ class DetectionConfig:
     def __post_init__(self):
         if self.mode not in MODES:
             raise UserError(f"detection mode must be one of {', '.join(MODES)}, got {self.mode!r}.")
-        if not self.lrs or any(lr <= 0 for lr in self.lrs) or self.max_epochs < 1 or self.patience < 1:
-            raise UserError("detection needs positive learning rates, max_epochs >= 1 and patience >= 1.")
+        check_schedule(self.lrs, self.max_epochs, self.patience, "detection")
         if not 0 < self.val_fraction < 1 or self.batch_size < 1:
             raise UserError("detection needs a validation fraction in (0, 1) and a batch size >= 1.")
         if not self.anchor_fractions or not all(0 < f for f in self.anchor_fractions) or not self.aspect_ratios:
