@@ -1,4 +1,6 @@
-"""torchrun with 2 processes (gloo, CPU) gives the loss curve of one process with the same global batch."""
+"""torchrun with 2 processes (gloo, CPU; gradients averaged by PyTorch's DistributedDataParallel) gives the
+loss curve of one process with the same global batch, with one optimizer and with two (generator and
+discriminator, each its own reducer)."""
 
 import json
 import os
@@ -13,15 +15,16 @@ ROOT = Path(__file__).resolve().parents[1]
 TORCHRUN = shutil.which("torchrun") or str(Path(sys.executable).parent / "torchrun")
 
 
-def curve(log: Path) -> list[float]:
-    return [json.loads(line)["loss_rec"] for line in log.read_text().splitlines()]
+def curve(log: Path, key: str = "loss_rec") -> list[float]:
+    return [json.loads(line)[key] for line in log.read_text().splitlines()]
 
 
 @pytest.mark.skipif(not Path(TORCHRUN).exists(), reason="torchrun is not installed")
-@pytest.mark.parametrize("augment", [[], ["--augment"]], ids=["plain", "augment"])  # crops drawn for the global batch too
-def test_two_processes_match_one(fmnist_root, tmp_path, augment):
+@pytest.mark.parametrize("extra", [[], ["--augment"], ["--adversarial"]],
+                         ids=["plain", "augment", "adversarial"])  # crops drawn for the global batch too
+def test_two_processes_match_one(fmnist_root, tmp_path, extra):
     args = ["pretrain", "--pretext", "context_encoder", "--data-root", str(fmnist_root), "--batch-size", "32",
-            "--max-steps", "8", "--seed", "1", "--no-progress", "--log-every", "1", *augment]
+            "--max-steps", "8", "--seed", "1", "--no-progress", "--log-every", "1", *extra]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     single = subprocess.run([sys.executable, "-m", "ctxenc", *args, "--out", str(tmp_path / "one")],
                             env=env, capture_output=True, text=True, timeout=600)
@@ -35,3 +38,6 @@ def test_two_processes_match_one(fmnist_root, tmp_path, augment):
     # Same data, masks and averaged gradients; only BatchNorm sees half a batch per process.
     for a, b in zip(one, two):
         assert abs(a - b) <= 0.02 * a  # measured: under 1%
+    if "--adversarial" in extra:  # the discriminator's own reducer: its loss follows too
+        for a, b in zip(curve(tmp_path / "one" / "log.jsonl", "loss_d"), curve(tmp_path / "two" / "log.jsonl", "loss_d")):
+            assert abs(a - b) <= 0.02 * a

@@ -59,6 +59,8 @@ class StepContext:
         world = distributed.world_size()
         local = global_batch // world
         self.mine = slice(distributed.rank() * local, (distributed.rank() + 1) * local)
+        self.syncs = {name: distributed.gradient_sync(p for group in opt.param_groups for p in group["params"])
+                      for name, opt in optimizers.items()}
 
     def autocast(self):
         """Mixed precision where --amp asks for it (float16 on CUDA, bfloat16 on the CPU)."""
@@ -75,15 +77,17 @@ class StepContext:
 
     def update(self, loss: torch.Tensor, optimizer: str = "model", what: str = "loss") -> None:
         """Check the loss is finite (on every process), backpropagate it and step the optimizer
-        named `optimizer`, with gradients averaged over processes and scaled for float16."""
-        optimizer = self.optimizers[optimizer]
+        named `optimizer`, with its gradients averaged over processes and scaled for float16.
+
+        Under torchrun, every parameter of `optimizer` must get a gradient from `loss` (PyTorch's
+        DDP stops with an error naming the parameters that did not)."""
         check_finite(distributed.mean({"x": loss})["x"], what, self.step, self.snapshot_path)
-        optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
-        self.scaler.unscale_(optimizer)  # average true gradients, not scaled ones, over processes
-        params = [p for group in optimizer.param_groups for p in group["params"]]
-        distributed.average_gradients(params)
-        self.scaler.step(optimizer)
+        opt = self.optimizers[optimizer]
+        opt.zero_grad(set_to_none=True)
+        # Scaled gradients are averaged (every process has the same scale), then unscaled.
+        self.syncs[optimizer](self.scaler.scale(loss)).backward()
+        self.scaler.unscale_(opt)
+        self.scaler.step(opt)
 
 
 def adam(params, lr: float, beta1: float) -> torch.optim.Adam:
