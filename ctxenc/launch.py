@@ -18,6 +18,9 @@ from __future__ import annotations
 
 import functools
 import os
+import signal
+import subprocess
+import threading
 import time
 from pathlib import Path
 from typing import Callable
@@ -68,18 +71,44 @@ def _run_local(jobs: list[Callable[[], None]], folder: Path, workers: int) -> li
     executor.update_parameters(timeout_min=LOCAL_TIMEOUT_MIN)
     submitted: list = [None] * len(jobs)
     pending, running = list(range(len(jobs))), []
-    while pending or running:
-        while pending and len(running) < workers:
-            i = pending.pop(0)
-            submitted[i] = executor.submit(jobs[i])
-            running.append(i)
-        for i in [i for i in running if submitted[i].done()]:
-            running.remove(i)
-            finished = len(jobs) - len(pending) - len(running)
-            state = "failed" if _failed(submitted[i]) else "done"
-            print(f"job {i + 1} of {len(jobs)} {state} ({finished} of {len(jobs)} finished)", flush=True)
-        time.sleep(0.5)
+    previous = signal.signal(signal.SIGTERM, _exit_on_sigterm) if threading.current_thread() is threading.main_thread() else None
+    try:
+        while pending or running:
+            while pending and len(running) < workers:
+                i = pending.pop(0)
+                submitted[i] = executor.submit(jobs[i])
+                running.append(i)
+            for i in [i for i in running if submitted[i].done()]:
+                running.remove(i)
+                finished = len(jobs) - len(pending) - len(running)
+                state = "failed" if _failed(submitted[i]) else "done"
+                print(f"job {i + 1} of {len(jobs)} {state} ({finished} of {len(jobs)} finished)", flush=True)
+            time.sleep(0.5)
+    except BaseException:  # Ctrl-C or SIGTERM: local jobs end with their launcher (a re-run continues them)
+        for i in running:
+            submitted[i].cancel(check=False)
+        for i in running:
+            _wait_ended(submitted[i])
+        raise
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     return submitted
+
+
+def _exit_on_sigterm(signum, frame) -> None:
+    raise SystemExit(128 + signum)
+
+
+def _wait_ended(job, seconds: float = 10.0) -> None:
+    """Wait up to `seconds` for a cancelled local job's process to end, then kill it."""
+    process = getattr(job, "_process", None)
+    if process is None:
+        return
+    try:
+        process.wait(timeout=seconds)
+    except subprocess.TimeoutExpired:
+        process.kill()
 
 
 def _run_slurm(jobs: list[Callable[[], None]], folder: Path, workers: int, params: dict) -> list:

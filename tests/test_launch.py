@@ -7,6 +7,10 @@ import functools
 import os
 import re
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -63,6 +67,40 @@ def test_local_workers_killed_job_and_resubmit_match_inline(tmp_path, importable
     run_jobs(jobs, "local", tmp_path / "jobs", workers=2)  # re-submit: only cell 2 has work left
     assert read_rows(records) == read_rows(tmp_path / "inline.csv")
     assert len(read_rows(records)) == 8
+
+
+def hold(pid_file: str) -> None:
+    """A long job that says where it runs."""
+    Path(pid_file).write_text(str(os.getpid()))
+    time.sleep(120)
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
+def test_stopping_the_launcher_stops_its_local_jobs(tmp_path, importable, sig):
+    pid_files = [tmp_path / f"job{i}.pid" for i in range(2)]
+    script = ("import functools, sys; from ctxenc.launch import run_jobs; from tests.test_launch import hold; "
+              "run_jobs([functools.partial(hold, f) for f in sys.argv[2:]], 'local', sys.argv[1], workers=2)")
+    launcher = subprocess.Popen([sys.executable, "-c", script, str(tmp_path / "jobs"), *map(str, pid_files)],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while not all(f.exists() and f.read_text() for f in pid_files) and time.time() < deadline:
+        time.sleep(0.2)
+    pids = [int(f.read_text()) for f in pid_files]
+    launcher.send_signal(sig)
+    launcher.wait(timeout=30)
+    assert launcher.returncode != 0
+    deadline = time.time() + 15
+    while any(alive(pid) for pid in pids) and time.time() < deadline:
+        time.sleep(0.2)
+    assert not any(alive(pid) for pid in pids)
 
 
 def test_inline_runs_in_order_and_raises_at_once(tmp_path):
