@@ -1,5 +1,6 @@
 """The detection protocol (Faster R-CNN on an encoder stage) and the box geometry it is fed."""
 
+import importlib
 from dataclasses import replace
 
 import pytest
@@ -48,12 +49,47 @@ def test_detection_reports_fractions_and_its_choices(encoder, data, tmp_path):
         assert 0 <= out[key] <= 1, key
     assert out["map"] == pytest.approx((out["ap/0"] + out["ap/1"]) / 2)
     assert out["lr"] == 1e-2 and out["epochs"] in (1.0, 2.0) and out["max_epochs"] == 2.0
-    assert out["lr_min"] == out["lr_max"] == 1e-2
+    assert "lr_min" not in out  # a one-rate grid has no edge to land on
+    assert out["lr_drops"] in (0.0, 1.0)
     # The user's encoder is deep-copied before fine-tuning.
     assert all(torch.equal(v, encoder.state_dict()[k]) for k, v in before.items())
     saved = torch.load(tmp_path / "p.pt", weights_only=True)
     assert set(saved) == {"boxes", "labels", "scores"} and len(saved["boxes"]) == 8
     assert all(b.shape[1:] == (4,) and len(b) == len(s) for b, s in zip(saved["boxes"], saved["scores"]))
+
+
+def test_plateaus_drop_the_learning_rate_then_stop(encoder, data, monkeypatch):
+    """Validation mAP scripted epoch by epoch: a plateau of `patience` epochs drops the rate 10x (`decays`
+    times), the next plateau ends the run, and the best epoch is kept with the drops made before it."""
+    module = importlib.import_module("ctxenc.evaluators.detection")  # the package exports the function by that name
+    scores = iter([0.1, 0.2, 0.15, 0.25, 0.2, 0.9, 0.9])
+    calls, rates = [], []
+    real_predict = module.predict
+
+    def scripted(predictions, truth, num_classes, *args):
+        calls.append(len(truth))
+        return next(scores) if len(calls) <= 5 else 0.5
+
+    def watched(model, images, *args):
+        rates.append(model_lr[0])
+        return real_predict(model, images, *args)
+
+    model_lr = [None]
+    real_sgd = torch.optim.SGD
+
+    class SGD(real_sgd):
+        def step(self, *args, **kwargs):
+            model_lr[0] = self.param_groups[0]["lr"]
+            return super().step(*args, **kwargs)
+
+    monkeypatch.setattr(module, "mean_detection_ap", scripted)
+    monkeypatch.setattr(module, "predict", watched)
+    monkeypatch.setattr(module.torch.optim, "SGD", SGD)
+    out = detection(encoder, *data, replace(FAST, max_epochs=10, patience=1, decays=1))
+    assert calls[:5] == [4] * 5 and len(calls) == 6  # 5 validation epochs (4 images), then the test's area AP
+    assert out["epochs"] == 4.0 and out["lr_drops"] == 1.0 and out["val_map"] == 0.25
+    assert rates[0] < 1e-2  # warming up
+    assert rates[1:5] == pytest.approx([1e-2, 1e-2, 1e-3, 1e-3])  # the drop follows epoch 3's plateau
 
 
 def test_detection_is_deterministic(encoder, data):
