@@ -5,6 +5,7 @@ from dataclasses import replace
 
 import pytest
 import torch
+from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 from ctxenc.data.transforms import fit_boxes, to_model_input
 from ctxenc.encoders import create_encoder
@@ -63,34 +64,25 @@ def test_plateaus_drop_the_learning_rate_then_stop(encoder, data, monkeypatch):
     times), the next plateau ends the run, and the best epoch is kept with the drops made before it."""
     module = importlib.import_module("ctxenc.evaluators.detection")  # the package exports the function by that name
     scores = iter([0.1, 0.2, 0.15, 0.25, 0.2, 0.9, 0.9])
-    calls, rates = [], []
-    real_predict = module.predict
+    stepped_at = []  # the learning rate of every optimizer step
+    calls = []  # (validation images, the learning rate of the epoch just trained) per call
 
     def scripted(predictions, truth, num_classes, *args):
-        calls.append(len(truth))
+        calls.append((len(truth), stepped_at[-1]))
         return next(scores) if len(calls) <= 5 else 0.5
 
-    def watched(model, images, *args):
-        rates.append(model_lr[0])
-        return real_predict(model, images, *args)
-
-    model_lr = [None]
-    real_sgd = torch.optim.SGD
-
-    class SGD(real_sgd):
-        def step(self, *args, **kwargs):
-            model_lr[0] = self.param_groups[0]["lr"]
-            return super().step(*args, **kwargs)
-
     monkeypatch.setattr(module, "mean_detection_ap", scripted)
-    monkeypatch.setattr(module, "predict", watched)
-    monkeypatch.setattr(module.torch.optim, "SGD", SGD)
-    out = detection(encoder, *data, replace(FAST, max_epochs=10, patience=1, decays=1))
-    assert calls[:5] == [4] * 5 and len(calls) == 6  # 5 validation epochs (4 images), then the test's area AP
+    hook = register_optimizer_step_pre_hook(
+        lambda opt, args, kwargs: stepped_at.append(opt.param_groups[0]["lr"]))
+    try:
+        out = detection(encoder, *data, replace(FAST, max_epochs=10, patience=1, decays=1))
+    finally:
+        hook.remove()
+    sizes, rates = zip(*calls)
+    assert sizes[:5] == (4,) * 5 and len(calls) == 6  # 5 validation epochs (4 images), then the test's area AP
     assert out["epochs"] == 4.0 and out["lr_drops"] == 1.0 and out["val_map"] == 0.25
     assert rates[0] < 1e-2  # warming up
     assert rates[1:5] == pytest.approx([1e-2, 1e-2, 1e-3, 1e-3])  # the drop follows epoch 3's plateau
-
 
 def test_detection_is_deterministic(encoder, data):
     cfg = DetectionConfig(mode="frozen", lrs=(1e-2,), max_epochs=1, batch_size=8, roi_size=4, rois_per_image=16, proposals=50)
