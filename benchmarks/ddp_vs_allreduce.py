@@ -4,9 +4,9 @@ the hand-written one it replaced (one flat all-reduce of every gradient after th
     torchrun --standalone --nproc_per_node=2 benchmarks/ddp_vs_allreduce.py [--threads 1] [--rounds 5]
                                                                             [--workloads small,paper]
 
-Each process builds the same pretext (same seed) twice, one per way of averaging, and runs the
-engine's own step (the pretext's `train_step` through `StepContext`) on random images, its half of
-a global batch. Timing interleaves the two over --rounds rounds and quotes the median seconds per
+Each process builds the same pretext (same seed; `speed_pretrain.py`'s ctxenc workloads) twice, one
+per way of averaging, and runs the engine's own step (the pretext's `train_step` through
+`StepContext`) on random images, its half of a global batch. Timing interleaves the two over --rounds rounds and quotes the median seconds per
 step (rank 0 prints). First, both run 3 steps from the same weights and the largest difference
 between their parameters is printed: the two must train the same model.
 
@@ -26,15 +26,10 @@ import torch
 import torch.distributed as dist
 
 from ctxenc import distributed
-from ctxenc.encoders import create_encoder
-from ctxenc.engine import TrainConfig
-from ctxenc.pretext import PretrainData, StepContext, build_pretext, pretext_spec
+from ctxenc.pretext import StepContext
+from speed_pretrain import ctxenc_workload  # this folder is on the path of a script run from it
 
-WORKLOADS = {
-    "small": ({"name": "context_encoder", "mask": "random_region"}, "small", 1, 32, 64),
-    "paper": ({"name": "context_encoder", "mask": "center", "predict": "center", "adversarial": True, "overlap_px": 4},
-              "dcgan", 3, 128, 16),
-}
+GLOBAL_BATCH = {"small": 64, "paper": 16}
 
 
 class FlatAllReduce(StepContext):
@@ -58,16 +53,8 @@ class FlatAllReduce(StepContext):
 
 def runner(name: str, context: type[StepContext]):
     """-> (model, step()) for workload `name`, its gradients averaged by `context`."""
-    spec, encoder, channels, size, batch = WORKLOADS[name]
-    torch.manual_seed(0)
-    model = build_pretext(pretext_spec(spec), create_encoder(encoder, in_channels=channels, input_size=size),
-                          PretrainData(torch.zeros(channels))).train()
-    optimizers = model.optimizers(TrainConfig(batch_size=batch))
-    scaler = torch.amp.GradScaler("cpu", enabled=False)
-    ctx = context(optimizers, torch.device("cpu"), False, torch.Generator().manual_seed(0), batch, scaler, None)
-    images = torch.rand(batch, channels, size, size, generator=torch.Generator().manual_seed(1)) * 2 - 1
-    local = {"images": images[ctx.mine]}
-    return model, lambda: model.train_step(local, ctx)
+    work = ctxenc_workload(name, GLOBAL_BATCH[name], torch.device("cpu"), context=context)
+    return work.model, work.step
 
 
 def main() -> None:
@@ -105,7 +92,7 @@ def main() -> None:
                 seconds[way].append((time.perf_counter() - tic) / args.steps)
         if main_rank:
             ddp, flat = (statistics.median(seconds[w]) for w in ("ddp", "flat"))
-            print(f"| {name} | {WORKLOADS[name][4]} | {ddp * 1000:.0f} | {flat * 1000:.0f} | x{flat / ddp:.2f} | {diff:.1e} |")
+            print(f"| {name} | {GLOBAL_BATCH[name]} | {ddp * 1000:.0f} | {flat * 1000:.0f} | x{flat / ddp:.2f} | {diff:.1e} |")
     distributed.close()
 
 

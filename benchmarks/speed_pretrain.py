@@ -55,6 +55,7 @@ class Workload:
     images_per_step: int
     flops_per_step: float = 0.0
     seconds: list[float] | None = None
+    model: nn.Module | None = None
 
 
 class PyTorchGANGenerator(nn.Module):
@@ -152,24 +153,39 @@ def pytorch_gan_workload(batch: int, device: torch.device, amp: bool, channels_l
     return Workload("PyTorch-GAN context_encoder (128->64 px, L1+adv)", step, batch)
 
 
-def ctxenc_workload(name: str, encoder: str, channels: int, size: int, spec: dict, args: argparse.Namespace,
-                    device: torch.device) -> Workload:
-    """One step of `ctxenc pretrain`: the pretext's train_step (a discriminator step if adversarial, then the
-    generator step) through the engine's StepContext, then the loss scaler's update."""
+# ctxenc's models by workload name: (title, pretext, encoder, image channels, input size).
+CTXENC_MODELS = {
+    "paper": ("ctxenc paper model (dcgan, 128->64 px, L2+adv)",
+              {"name": "context_encoder", "mask": "center", "predict": "center", "adversarial": True, "overlap_px": 4},
+              "dcgan", 3, 128),
+    "small": ("ctxenc small encoder (1x32 px, L2)", {"name": "context_encoder", "mask": "random_region"}, "small", 1, 32),
+    "alexnet": ("ctxenc alexnet (3x227 px, L2)", {"name": "context_encoder", "mask": "random_region", "overlap_px": 7},
+                "alexnet", 3, 227),
+}
+
+
+def ctxenc_workload(name: str, batch: int, device: torch.device, amp: bool = False, channels_last: bool = False,
+                    context: type[StepContext] = StepContext) -> Workload:
+    """One step of `ctxenc pretrain` for CTXENC_MODELS[name] on random images: the pretext's train_step (a
+    discriminator step if adversarial, then the generator step) through `context` (the engine's StepContext;
+    benchmarks/ddp_vs_allreduce.py passes another way of averaging gradients), then the loss scaler's update.
+    `batch` is the global batch: under torchrun each process steps on its slice."""
+    title, spec, encoder, channels, size = CTXENC_MODELS[name]
     torch.manual_seed(0)
     model = build_pretext(pretext_spec(spec), create_encoder(encoder, in_channels=channels, input_size=size),
                           PretrainData(torch.zeros(channels)))
-    model = place(model, device, args.channels_last).train()
-    scaler = grad_scaler(device, args.amp)
-    optimizers = model.optimizers(TrainConfig(batch_size=args.batch_size))
-    ctx = StepContext(optimizers, device, args.amp, torch.Generator().manual_seed(0), args.batch_size, scaler, None)
-    batch = {"images": place(torch.rand(args.batch_size, channels, size, size) * 2 - 1, device, args.channels_last)}
+    model = place(model, device, channels_last).train()
+    scaler = grad_scaler(device, amp)
+    optimizers = model.optimizers(TrainConfig(batch_size=batch))
+    ctx = context(optimizers, device, amp, torch.Generator().manual_seed(0), batch, scaler, None)
+    images = torch.rand(batch, channels, size, size, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    local = {"images": place(images[ctx.mine], device, channels_last)}
 
     def step() -> None:
-        model.train_step(batch, ctx)
+        model.train_step(local, ctx)
         scaler.update()
 
-    return Workload(name, step, args.batch_size)
+    return Workload(title, step, batch, model=model)
 
 
 def peak_workload(device: torch.device, n: int = 2048) -> Workload:
@@ -178,17 +194,10 @@ def peak_workload(device: torch.device, n: int = 2048) -> Workload:
 
 
 def build(name: str, args: argparse.Namespace, device: torch.device) -> Workload:
-    if name == "paper":
-        cfg = {"name": "context_encoder", "mask": "center", "predict": "center", "adversarial": True, "overlap_px": 4}
-        return ctxenc_workload("ctxenc paper model (dcgan, 128->64 px, L2+adv)", "dcgan", 3, 128, cfg, args, device)
+    if name in CTXENC_MODELS:
+        return ctxenc_workload(name, args.batch_size, device, args.amp, args.channels_last)
     if name == "pytorch_gan":
         return pytorch_gan_workload(args.batch_size, device, args.amp, args.channels_last)
-    if name == "small":
-        cfg = {"name": "context_encoder", "mask": "random_region"}
-        return ctxenc_workload("ctxenc small encoder (1x32 px, L2)", "small", 1, 32, cfg, args, device)
-    if name == "alexnet":
-        cfg = {"name": "context_encoder", "mask": "random_region", "overlap_px": 7}
-        return ctxenc_workload("ctxenc alexnet (3x227 px, L2)", "alexnet", 3, 227, cfg, args, device)
     if name == "peak":
         return peak_workload(device)
     raise SystemExit(f"unknown workload {name!r}; choose from paper, pytorch_gan, small, alexnet, peak.")

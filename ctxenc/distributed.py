@@ -17,6 +17,10 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+# A 1-channel convolution's weight (C_out, 1, k, k) has two stride layouts for the same memory; DDP
+# warns that they differ, at every step. Nothing to fix: its bucket copy is the same either way.
+warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
+
 
 def init() -> None:
     """Join the process group that torchrun describes in the environment (if any)."""
@@ -66,9 +70,6 @@ def gradient_sync(params):
     one, the loss itself. One per optimizer, made once (DDP broadcasts rank 0's parameters)."""
     if not dist.is_initialized():
         return lambda loss: loss
-    # A 1-channel convolution's weight (C_out, 1, k, k) has two stride layouts for the same memory; DDP
-    # warns that they differ, at every step. Nothing to fix: its bucket copy is the same either way.
-    warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
     # Every parameter must get a gradient from each backward of its optimizer's loss (true of every
     # pretext here): find_unused_parameters would walk the autograd graph at every step to allow otherwise.
     return DistributedDataParallel(_Parameters(list(params)), find_unused_parameters=False)

@@ -19,7 +19,6 @@ from __future__ import annotations
 import functools
 import os
 import signal
-import subprocess
 import threading
 import time
 from pathlib import Path
@@ -86,9 +85,7 @@ def _run_local(jobs: list[Callable[[], None]], folder: Path, workers: int) -> li
             time.sleep(0.5)
     except BaseException:  # Ctrl-C or SIGTERM: local jobs end with their launcher (a re-run continues them)
         for i in running:
-            submitted[i].cancel(check=False)
-        for i in running:
-            _wait_ended(submitted[i])
+            _kill(submitted[i])
         raise
     finally:
         if previous is not None:
@@ -100,15 +97,35 @@ def _exit_on_sigterm(signum, frame) -> None:
     raise SystemExit(128 + signum)
 
 
-def _wait_ended(job, seconds: float = 10.0) -> None:
-    """Wait up to `seconds` for a cancelled local job's process to end, then kill it."""
+def _kill(job) -> None:
+    """Kill a local job: its submitit controller and every process under it. (No polite SIGINT: a bench
+    started with SIGINT ignored, as `nohup ... &` from a script starts it, passes that on to its jobs.)"""
     process = getattr(job, "_process", None)
     if process is None:
         return
-    try:
-        process.wait(timeout=seconds)
-    except subprocess.TimeoutExpired:
-        process.kill()
+    for pid in [*_descendants(process.pid), process.pid]:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    process.wait()
+
+
+def _descendants(pid: int) -> list[int]:
+    """The processes under `pid`, from /proc (empty where there is none)."""
+    parents = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # the process ended meanwhile
+        parents[int(stat.parent.name)] = int(fields[1])
+    found, frontier = [], [pid]
+    while frontier:
+        children = [child for child, parent in parents.items() if parent in frontier]
+        found += children
+        frontier = children
+    return found
 
 
 def _run_slurm(jobs: list[Callable[[], None]], folder: Path, workers: int, params: dict) -> list:

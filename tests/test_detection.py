@@ -50,7 +50,7 @@ def test_detection_reports_fractions_and_its_choices(encoder, data, tmp_path):
         assert 0 <= out[key] <= 1, key
     assert out["map"] == pytest.approx((out["ap/0"] + out["ap/1"]) / 2)
     assert out["lr"] == 1e-2 and out["epochs"] in (1.0, 2.0) and out["max_epochs"] == 2.0
-    assert "lr_min" not in out  # a one-rate grid has no edge to land on
+    assert out["lr_min"] == out["lr_max"] == 1e-2
     assert out["lr_drops"] in (0.0, 1.0)
     # The user's encoder is deep-copied before fine-tuning.
     assert all(torch.equal(v, encoder.state_dict()[k]) for k, v in before.items())

@@ -83,13 +83,18 @@ def alive(pid: int) -> bool:
     return True
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
-def test_stopping_the_launcher_stops_its_local_jobs(tmp_path, importable, sig):
+def ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+@pytest.mark.parametrize("sig, preexec", [(signal.SIGTERM, None), (signal.SIGINT, None), (signal.SIGTERM, ignore_sigint)],
+                         ids=["SIGTERM", "Ctrl-C", "SIGTERM, started like nohup ... & (SIGINT ignored)"])
+def test_stopping_the_launcher_stops_its_local_jobs(tmp_path, importable, sig, preexec):
     pid_files = [tmp_path / f"job{i}.pid" for i in range(2)]
     script = ("import functools, sys; from ctxenc.launch import run_jobs; from tests.test_launch import hold; "
               "run_jobs([functools.partial(hold, f) for f in sys.argv[2:]], 'local', sys.argv[1], workers=2)")
     launcher = subprocess.Popen([sys.executable, "-c", script, str(tmp_path / "jobs"), *map(str, pid_files)],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=preexec)
     deadline = time.time() + 60
     while not all(f.exists() and f.read_text() for f in pid_files) and time.time() < deadline:
         time.sleep(0.2)

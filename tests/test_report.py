@@ -105,6 +105,14 @@ def test_selections_on_a_grid_edge_are_counted():
     assert "- segmentation_frozen, epochs: on the grid's edge in 3 of 6 runs" in lines[1]
 
 
+def test_a_one_value_grid_has_no_edge():
+    records = pd.DataFrame(segmentation_rows())
+    one_rate = records["metric"].isin(["lr", "lr_min", "lr_max"])
+    records.loc[one_rate, "value"] = 0.03  # every run trained at the grid's only rate
+    edges = edge_selections(records).set_index("selection")
+    assert "lr" not in edges.index and edges.loc["epochs", "at_high"] == 3
+
+
 def test_old_records_derive_methods_and_read_missing_columns_empty(tmp_path):
     old = pd.DataFrame({"suite": ["demo"] * 2, "dataset": "fashion_mnist", "pretext": ["context_encoder", "random"],
                         "encoder": "small", "mask": ["random_region", "none"], "loss": ["l2", "none"], "seed": 0,

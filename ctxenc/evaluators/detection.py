@@ -295,8 +295,7 @@ def detection(encoder: Encoder, train: tuple[torch.Tensor, torch.Tensor], test: 
     """train, test: (images (N, C, S, S) in [-1, 1], boxes int (N, M, 5 or 6) rows (class, x0, y0, x1, y1[, difficult])
     in pixel-inclusive input coordinates, -1 rows unused).
 
-    -> {map, map_auc, map_coco, ap/<k>, val_map, lr, lr_drops, epochs, max_epochs[, lr_min, lr_max]} (the grid's
-    bounds when it has more than one learning rate: a single rate has no edge to land on).
+    -> {map, map_auc, map_coco, ap/<k>, val_map, lr, lr_min, lr_max, lr_drops, epochs, max_epochs}.
     """
     images, boxes = train
     test_images, test_boxes = test
@@ -330,6 +329,5 @@ def detection(encoder: Encoder, train: tuple[torch.Tensor, torch.Tensor], test: 
         "map_auc": mean_detection_ap(predictions, test_truth, num_classes, 0.5, "area"),
         "map_coco": coco_map(predictions, test_truth, num_classes),
         **{f"ap/{k}": ap for k, ap in enumerate(per_class) if ap is not None},
-        "val_map": best.val_score, "lr": best.lr, "lr_drops": float(drops), "epochs": float(best.epochs),
-        "max_epochs": float(cfg.max_epochs), **({"lr_min": min(cfg.lrs), "lr_max": max(cfg.lrs)} if len(cfg.lrs) > 1 else {}),
+        "val_map": best.val_score, **best.metrics(cfg.lrs), "lr_drops": float(drops),
     }

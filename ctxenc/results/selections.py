@@ -57,6 +57,8 @@ def edge_selections(records: pd.DataFrame) -> pd.DataFrame:
             low, high = _bound(cell, low_name, qualifier), _bound(cell, high_name, qualifier)
             if np.isnan(low) and np.isnan(high):
                 continue  # older records: the grid was not recorded
+            if np.isclose(low, high):
+                continue  # a one-value grid: fixed, not searched, so no edge to land on
             value = float(cell_chosen["value"].iloc[0])
             runs += 1
             on_low, on_high = bool(np.isclose(value, low)), bool(np.isclose(value, high))
