@@ -152,6 +152,10 @@ def _run_slurm(jobs: list[Callable[[], None]], folder: Path, workers: int, param
 
 def _failed(job) -> bool:
     """Whether a finished submitit job raised, was killed or timed out."""
+    import submitit
+
+    if isinstance(job, submitit.LocalJob) and not job.paths.result_pickle.exists():
+        return True  # killed before it wrote a result: result() would wait 15 s for one (an allowance for slow shared disks)
     try:
         job.result()
     except Exception:  # submitit's FailedJobError / UncompletedJobError, or the job's own exception
