@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# Wall time of one scenes_table2 row at two commits, at equal work: the central context encoder
+# (random region, L2 over the hidden pixels), seeds 0 and 1 as 2 one-thread local workers, the
+# suite's 2,000-step pretraining and every one of its protocols with the same grids and caps.
+# Detection runs at its one rate without the step decay (decays: 0), which older commits lack.
+# Run it alone on an idle machine (about 20 min on 2 cores); it prints each commit's wall time,
+# the summed pretraining and evaluation seconds of its records, the epochs its evaluators ran,
+# and the ratio.
+#
+#   benchmarks/table2_row_timing.sh BEFORE [AFTER]      e.g. 8bcd775 HEAD
+set -euo pipefail
+before=${1:?usage: benchmarks/table2_row_timing.sh BEFORE_COMMIT [AFTER_COMMIT]}
+after=${2:-HEAD}
+repo=$(git rev-parse --show-toplevel)
+python=${PYTHON:-$repo/.venv/bin/python}
+work=$(mktemp -d)
+trap 'for t in "$work"/tree-*; do git -C "$repo" worktree remove --force "$t"; done; rm -rf "$work"' EXIT
+
+suite() {  # $1: detection options this commit understands
+  cat <<YAML
+suite: table2_row_timing
+dataset: {name: fashion_scenes, size: 32}
+encoder: {name: small}
+seeds: [0, 1]
+threads: 1
+train: {steps: 2000, batch_size: 64, lr: 2.0e-3}
+pretexts:
+  - {name: context_encoder, mask: random_region}
+protocols:
+  - {protocol: finetune, label_fractions: [0.01, 0.1, 1.0], lrs: [1.0e-4, 1.0e-3, 1.0e-2], max_epochs: 60, patience: 4,
+     min_steps: 200, batch_size: 64, weight_decay: 1.0e-4, val_fraction: 0.1, grid: 2, flip: true}
+  - {protocol: segmentation, label: segmentation_finetune, mode: finetune, lrs: [1.0e-4, 1.0e-3, 1.0e-2], max_epochs: 60,
+     patience: 3, batch_size: 64, weight_decay: 1.0e-4, val_fraction: 0.1, flip: true}
+  - {protocol: segmentation, label: segmentation_frozen, mode: frozen, lrs: [1.0e-2, 1.0e-1, 1.0], max_epochs: 60,
+     patience: 3, batch_size: 64, weight_decay: 0.0, val_fraction: 0.1, flip: false}
+  - {protocol: detection, label: detection, mode: finetune, lrs: [3.0e-2], max_epochs: 40, patience: 2, $1
+     batch_size: 16, val_fraction: 0.1, roi_size: 4, rois_per_image: 32, proposals: 100, flip: true}
+  - {protocol: linear_probe, label: layerwise_probe, stages: [conv1, conv2, conv3], grid: 2,
+     weight_decays: [1.0e-5, 1.0e-4, 1.0e-3, 1.0e-2, 1.0e-1], val_fraction: 0.1, max_iter: 100}
+YAML
+}
+
+for commit in "$before" "$after"; do
+  tree=$work/tree-$(git -C "$repo" rev-parse --short "$commit")
+  git -C "$repo" worktree add --detach --quiet "$tree" "$commit"
+  if grep -q "decays" "$tree/ctxenc/evaluators/detection.py"; then suite "decays: 0," >"$tree/row.yaml"; else suite "" >"$tree/row.yaml"; fi
+  start=$(date +%s)
+  (cd "$tree" && PYTHONPATH=$tree "$python" -m ctxenc bench row.yaml --out "$work/out-$commit" \
+     --launcher local --workers 2 --no-progress >"$work/log-$commit" 2>&1) || { cat "$work/log-$commit"; exit 1; }
+  echo "$commit $(( $(date +%s) - start ))" >>"$work/walls"
+  cp "$work/out-$commit/records.csv" "$work/records-$commit.csv"
+done
+
+"$python" - "$work" "$before" "$after" <<'PY'
+import sys
+from pathlib import Path
+import pandas as pd
+work, commits = Path(sys.argv[1]), sys.argv[2:]
+walls = dict(line.split() for line in (work / "walls").read_text().splitlines())
+rows = {}
+for commit in commits:
+    records = pd.read_csv(work / f"records-{commit}.csv")
+    cells = records.drop_duplicates(["seed", "protocol"])
+    pretrain = cells.drop_duplicates("seed")["pretrain_seconds"].sum()
+    evaluate = cells.groupby("protocol")["eval_seconds"].sum()
+    epochs = records[records["metric"].str.startswith("epochs")]  # chosen epochs: equal numbers mean equal work.groupby("protocol")["value"].sum()
+    rows[commit] = {"wall s": int(walls[commit]), "pretrain s": round(pretrain), "eval s": round(evaluate.sum()),
+                    **{f"{p} s": round(s) for p, s in evaluate.items()},
+                    **{f"{p} chosen epochs": int(e) for p, e in epochs.items()}}
+table = pd.DataFrame(rows)
+table["before/after"] = (table[commits[0]] / table[commits[1]]).round(2)
+print(table.to_string())
+PY
