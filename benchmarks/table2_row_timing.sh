@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Wall time of one scenes_table2 row at two commits, at equal work: the central context encoder
-# (random region, L2 over the hidden pixels), seeds 0 and 1 as 2 one-thread local workers, the
+# (random region, L2 over the hidden pixels), seeds 0 and 1 as two one-thread processes side by
+# side (two inline benches, one seed each: the local launcher of older commits cannot run), the
 # suite's 2,000-step pretraining and every one of its protocols with the same grids and caps.
 # Detection runs at its one rate without the step decay (decays: 0), which older commits lack.
 # Run it alone on an idle machine (about 20 min on 2 cores); it prints each commit's wall time,
@@ -16,12 +17,12 @@ python=${PYTHON:-$repo/.venv/bin/python}
 work=$(mktemp -d)
 trap 'for t in "$work"/tree-*; do git -C "$repo" worktree remove --force "$t"; done; rm -rf "$work"' EXIT
 
-suite() {  # $1: detection options this commit understands
+suite() {  # $1: the seed; $2: detection options this commit understands
   cat <<YAML
 suite: table2_row_timing
 dataset: {name: fashion_scenes, size: 32}
 encoder: {name: small}
-seeds: [0, 1]
+seeds: [$1]
 threads: 1
 train: {steps: 2000, batch_size: 64, lr: 2.0e-3}
 pretexts:
@@ -33,7 +34,7 @@ protocols:
      patience: 3, batch_size: 64, weight_decay: 1.0e-4, val_fraction: 0.1, flip: true}
   - {protocol: segmentation, label: segmentation_frozen, mode: frozen, lrs: [1.0e-2, 1.0e-1, 1.0], max_epochs: 60,
      patience: 3, batch_size: 64, weight_decay: 0.0, val_fraction: 0.1, flip: false}
-  - {protocol: detection, label: detection, mode: finetune, lrs: [3.0e-2], max_epochs: 40, patience: 2, $1
+  - {protocol: detection, label: detection, mode: finetune, lrs: [3.0e-2], max_epochs: 40, patience: 2, $2
      batch_size: 16, val_fraction: 0.1, roi_size: 4, rois_per_image: 32, proposals: 100, flip: true}
   - {protocol: linear_probe, label: layerwise_probe, stages: [conv1, conv2, conv3], grid: 2,
      weight_decays: [1.0e-5, 1.0e-4, 1.0e-3, 1.0e-2, 1.0e-1], val_fraction: 0.1, max_iter: 100}
@@ -43,12 +44,17 @@ YAML
 for commit in "$before" "$after"; do
   tree=$work/tree-$(git -C "$repo" rev-parse --short "$commit")
   git -C "$repo" worktree add --detach --quiet "$tree" "$commit"
-  if grep -q "decays" "$tree/ctxenc/evaluators/detection.py"; then suite "decays: 0," >"$tree/row.yaml"; else suite "" >"$tree/row.yaml"; fi
+  decays=""
+  if grep -q "decays" "$tree/ctxenc/evaluators/detection.py"; then decays="decays: 0,"; fi
   start=$(date +%s)
-  (cd "$tree" && PYTHONPATH=$tree "$python" -m ctxenc bench row.yaml --out "$work/out-$commit" \
-     --launcher local --workers 2 --no-progress >"$work/log-$commit" 2>&1) || { cat "$work/log-$commit"; exit 1; }
+  for seed in 0 1; do
+    suite "$seed" "$decays" >"$tree/row$seed.yaml"
+    (cd "$tree" && PYTHONPATH=$tree "$python" -m ctxenc bench "row$seed.yaml" --out "$work/out-$commit-$seed" \
+       --no-progress >"$work/log-$commit-$seed" 2>&1) &
+  done
+  for job in $(jobs -p); do wait "$job" || { cat "$work"/log-"$commit"-*; exit 1; }; done
   echo "$commit $(( $(date +%s) - start ))" >>"$work/walls"
-  cp "$work/out-$commit/records.csv" "$work/records-$commit.csv"
+  cat "$work/out-$commit-0/records.csv" <(tail -n +2 "$work/out-$commit-1/records.csv") >"$work/records-$commit.csv"
 done
 
 "$python" - "$work" "$before" "$after" <<'PY'
