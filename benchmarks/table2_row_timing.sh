@@ -14,8 +14,8 @@ before=${1:?usage: benchmarks/table2_row_timing.sh BEFORE_COMMIT [AFTER_COMMIT]}
 after=${2:-HEAD}
 repo=$(git rev-parse --show-toplevel)
 python=${PYTHON:-$repo/.venv/bin/python}
-work=$(mktemp -d)
-trap 'for t in "$work"/tree-*; do git -C "$repo" worktree remove --force "$t"; done; rm -rf "$work"' EXIT
+work=$(mktemp -d)  # kept: each commit's records and logs stay there for a second look
+trap 'for t in "$work"/tree-*; do git -C "$repo" worktree remove --force "$t"; done; echo "records and logs: $work"' EXIT
 
 suite() {  # $1: the seed; $2: detection options this commit understands
   cat <<YAML
@@ -54,7 +54,6 @@ for commit in "$before" "$after"; do
   done
   for job in $(jobs -p); do wait "$job" || { cat "$work"/log-"$commit"-*; exit 1; }; done
   echo "$commit $(( $(date +%s) - start ))" >>"$work/walls"
-  cat "$work/out-$commit-0/records.csv" <(tail -n +2 "$work/out-$commit-1/records.csv") >"$work/records-$commit.csv"
 done
 
 "$python" - "$work" "$before" "$after" <<'PY'
@@ -65,11 +64,12 @@ work, commits = Path(sys.argv[1]), sys.argv[2:]
 walls = dict(line.split() for line in (work / "walls").read_text().splitlines())
 rows = {}
 for commit in commits:
-    records = pd.read_csv(work / f"records-{commit}.csv")
+    records = pd.concat([pd.read_csv(work / f"out-{commit}-{seed}" / "records.csv") for seed in (0, 1)])
     cells = records.drop_duplicates(["seed", "protocol"])
     pretrain = cells.drop_duplicates("seed")["pretrain_seconds"].sum()
     evaluate = cells.groupby("protocol")["eval_seconds"].sum()
-    epochs = records[records["metric"].str.startswith("epochs")]  # chosen epochs: equal numbers mean equal work.groupby("protocol")["value"].sum()
+    chosen = records[records["metric"].str.startswith("epochs")]  # equal chosen epochs: equal work
+    epochs = chosen.groupby("protocol")["value"].sum()
     rows[commit] = {"wall s": int(walls[commit]), "pretrain s": round(pretrain), "eval s": round(evaluate.sum()),
                     **{f"{p} s": round(s) for p, s in evaluate.items()},
                     **{f"{p} chosen epochs": int(e) for p, e in epochs.items()}}
