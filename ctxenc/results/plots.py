@@ -20,8 +20,9 @@ COLORS = plt.cm.tab10.colors
 
 
 def short_name(method: str) -> str:
-    """context_encoder/random_region/l2 -> 'CE\nrandom_region\nl2', for tick labels."""
-    return method.replace("context_encoder/", "CE\n").replace("/", "\n")
+    """context_encoder/random_region/l2/loss_region=image -> 'CE\nrandom_region\nl2\nloss_region=\nimage',
+    for tick labels narrow enough not to run into their neighbours."""
+    return method.replace("context_encoder/", "CE\n").replace("/", "\n").replace("=", "=\n")
 
 
 def bar_plot(records: pd.DataFrame, out: str | Path, panels: list[dict], scale: float = 100.0) -> Path | None:
@@ -61,7 +62,7 @@ def bar_plot(records: pd.DataFrame, out: str | Path, panels: list[dict], scale: 
                        label=f"{name}: {value * scale:.1f}")
             top = max(top, value * scale)
         if panel.get("references"):
-            ax.legend(fontsize=7, loc="lower right")
+            ax.legend(fontsize=7, loc="lower right", bbox_to_anchor=(1.0, 1.0), frameon=False)  # above the bars
         ax.set_ylim(0.0, top * 1.12 + 1e-9)
         ax.set_xticks(x, [short_name(m) for m in methods], fontsize=7)
         ax.set_title(panel["title"], fontsize=10)
