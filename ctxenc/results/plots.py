@@ -20,9 +20,9 @@ COLORS = plt.cm.tab10.colors
 
 
 def short_name(method: str) -> str:
-    """context_encoder/random_region/l2/loss_region=image -> 'CE\nrandom_region\nl2\nloss_region=\nimage',
-    for tick labels narrow enough not to run into their neighbours."""
-    return method.replace("context_encoder/", "CE\n").replace("/", "\n").replace("=", "=\n")
+    """context_encoder/random_region/l2 -> 'CE\nrandom_\nregion\nl2': tick labels broken after '/',
+    '_' and '=', narrow enough not to run into their neighbours."""
+    return method.replace("context_encoder/", "CE\n").replace("/", "\n").replace("_", "_\n").replace("=", "=\n")
 
 
 def bar_plot(records: pd.DataFrame, out: str | Path, panels: list[dict], scale: float = 100.0) -> Path | None:
