@@ -61,9 +61,11 @@ def bar_plot(records: pd.DataFrame, out: str | Path, panels: list[dict], scale: 
             ax.axhline(value * scale, color="dimgray", linestyle=["--", ":", "-."][k % 3], linewidth=1.2,
                        label=f"{name}: {value * scale:.1f}")
             top = max(top, value * scale)
-        if panel.get("references"):
-            ax.legend(fontsize=7, loc="lower right", bbox_to_anchor=(1.0, 1.0), frameon=False)  # above the bars
-        ax.set_ylim(0.0, top * 1.12 + 1e-9)
+        headroom = 1.12
+        if panel.get("references"):  # the legend gets a band of its own above the tallest bar and its label
+            ax.legend(fontsize=7, loc="upper right", frameon=False)
+            headroom = 1.3
+        ax.set_ylim(0.0, top * headroom + 1e-9)
         ax.set_xticks(x, [short_name(m) for m in methods], fontsize=7)
         ax.set_title(panel["title"], fontsize=10)
         ax.set_ylabel(f"{panel['metric'].partition('@')[0]} (%)")
