@@ -191,3 +191,19 @@ def test_detection_predictions_are_loaded_and_drawn(tmp_path):
     true = torch.tensor([[[1, 2, 3, 20, 24], [-1, 0, 0, 0, 0]]] * 2)
     out = detections_figure(images, true, found, ["a", "b"], tmp_path / "det.png")
     assert out.stat().st_size > 1000
+
+
+def test_figures_whose_inputs_are_gone_are_kept_not_dropped(tmp_path):
+    # A fresh clone has records and figures but no run folders (checkpoints, saved predictions).
+    rows = layerwise_rows() + cell_rows("context_encoder/random_region/l2", 0, "detection", {"map": 0.4, "map_coco": 0.2},
+                                        checkpoint="runs/context_encoder-random_region-l2/seed0/checkpoint.pt")
+    out = write(tmp_path, rows)
+    text = write_report(out).read_text()
+    assert "inpainting.png" not in text and "detections-detection.png" not in text  # nothing drawn, nothing kept
+    for name in ("inpainting.png", "detections-detection.png"):
+        (out / name).write_bytes(b"an earlier drawing")
+    text = write_report(out).read_text()
+    assert "![inpainting](inpainting.png)" in text
+    assert "![detection: predicted and true boxes](detections-detection.png)" in text
+    assert text.count("Kept as an earlier report drew it") == 2
+    assert (out / "inpainting.png").read_bytes() == b"an earlier drawing"

@@ -199,17 +199,19 @@ def detection_section(out_dir: Path, records: pd.DataFrame, suite: dict, data_ro
     """Predicted and true boxes on test scenes, per detection protocol with saved predictions."""
     lines = []
     for protocol in records.loc[records["metric"] == "map_coco", "protocol"].unique():
+        alt, name = f"{protocol}: predicted and true boxes", f"detections-{protocol}.png"
         predictions = samples.detection_samples(out_dir, records, protocol)
-        if not predictions:
-            continue
-        n = max(len(p["boxes"]) for p in predictions.values())
-        scenes = samples.scene_samples(suite.get("dataset"), data_root, n=n)
+        scenes = None
+        if predictions:
+            n = max(len(p["boxes"]) for p in predictions.values())
+            scenes = samples.scene_samples(suite.get("dataset"), data_root, n=n)
         if scenes is None or scenes.boxes is None:
+            lines += kept_figure(out_dir, name, alt)
             continue
         ordered = {m: predictions[m] for m in method_order(predictions)}
         figure = detections_figure(scenes.images, scenes.boxes, ordered, scenes.class_names,
-                                   out_dir / f"detections-{protocol}.png")
-        lines += [f"![{protocol}: predicted and true boxes]({figure.name})", ""]
+                                   out_dir / name)
+        lines += [f"![{alt}]({figure.name})", ""]
     return ["", "## Detections (first seed)", "", *lines] if lines else []
 
 
@@ -245,7 +247,18 @@ def inpainting_section(out_dir: Path, records: pd.DataFrame, data_root=None) -> 
         rows = samples.completions(out_dir, records, data_root, run_limit(out_dir))
     except UserError as err:  # e.g. pretraining data without held-out images: the report says why
         return ["", f"No inpainting figure: {err}"]
+    title = ["", "## Inpainting by the context encoders (test images, first seed)", ""]
     if not rows:
-        return []
+        kept = kept_figure(out_dir, "inpainting.png", "inpainting")
+        return title + kept if kept else []
     figure = inpainting_grid(rows, out_dir / "inpainting.png")
-    return ["", "## Inpainting by the context encoders (test images, first seed)", "", f"![inpainting]({figure.name})"]
+    return title + [f"![inpainting]({figure.name})"]
+
+
+def kept_figure(out_dir: Path, name: str, alt: str) -> list[str]:
+    """A figure an earlier report drew from inputs this folder no longer holds (checkpoints and saved
+    predictions are not committed, so a fresh clone has none): shown as it is, and said so, rather
+    than dropped from the report."""
+    if not (out_dir / name).is_file():
+        return []
+    return [f"![{alt}]({name})", "", "Kept as an earlier report drew it: the run folders it was drawn from are not here.", ""]
