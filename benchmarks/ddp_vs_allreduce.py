@@ -6,8 +6,8 @@ the hand-written one it replaced (one flat all-reduce of every gradient after th
 
 Each process builds the same pretext (same seed; `speed_pretrain.py`'s ctxenc workloads) twice, one
 per way of averaging, and runs the engine's own step (the pretext's `train_step` through
-`StepContext`) on random images, its half of a global batch. Timing interleaves the two over --rounds rounds and quotes the median seconds per
-step (rank 0 prints). First, both run 3 steps from the same weights and the largest difference
+`StepContext`) on random images, its half of a global batch. Timing interleaves the two over
+--rounds rounds and quotes the median seconds per step (rank 0 prints). First, both run 3 steps from the same weights and the largest difference
 between their parameters is printed: the two must train the same model.
 
 - `small`: the small encoder's context encoder, 1 x 32 x 32, random-region masks, L2 (1.1M

@@ -53,22 +53,23 @@ def run_jobs(jobs: list[Callable[[], None]], launcher: str, folder: Path, worker
             job()
         return
     if launcher == "local":
-        submitted = _run_local(jobs, Path(folder), workers)
+        outcomes = _run_local(jobs, Path(folder), workers)
     else:
-        submitted = _run_slurm(jobs, Path(folder), workers, slurm or {})
-    failed = [(i, job) for i, job in enumerate(submitted) if _failed(job)]
+        outcomes = _run_slurm(jobs, Path(folder), workers, slurm or {})
+    failed = [(i, job) for i, (job, bad) in enumerate(outcomes) if bad]
     if failed:
         what = "; ".join(f"job {i + 1} of {len(jobs)} ({describe(jobs[i])}, log {job.paths.stderr})" for i, job in failed)
         raise UserError(f"{len(failed)} of {len(jobs)} jobs failed: {what}; run the same command again to re-submit only those.")
 
 
-def _run_local(jobs: list[Callable[[], None]], folder: Path, workers: int) -> list:
-    """Keep at most `workers` local processes busy until every job has finished."""
+def _run_local(jobs: list[Callable[[], None]], folder: Path, workers: int) -> list[tuple[object, bool]]:
+    """Keep at most `workers` local processes busy until every job has finished. -> (job, failed) per job."""
     import submitit
 
     executor = submitit.LocalExecutor(folder=folder)
     executor.update_parameters(timeout_min=LOCAL_TIMEOUT_MIN)
     submitted: list = [None] * len(jobs)
+    failed = [False] * len(jobs)
     pending, running = list(range(len(jobs))), []
     previous = signal.signal(signal.SIGTERM, _exit_on_sigterm) if threading.current_thread() is threading.main_thread() else None
     try:
@@ -80,7 +81,10 @@ def _run_local(jobs: list[Callable[[], None]], folder: Path, workers: int) -> li
             for i in [i for i in running if submitted[i].done()]:
                 running.remove(i)
                 finished = len(jobs) - len(pending) - len(running)
-                state = "failed" if _failed(submitted[i]) else "done"
+                # A job killed before it wrote a result (OOM, kill -9) failed: asking result() would wait
+                # 15 s for the file first (submitit's allowance for slow shared disks, not needed here).
+                failed[i] = not submitted[i].paths.result_pickle.exists() or _failed(submitted[i])
+                state = "failed" if failed[i] else "done"
                 print(f"job {i + 1} of {len(jobs)} {state} ({finished} of {len(jobs)} finished)", flush=True)
             time.sleep(0.5)
     except BaseException:  # Ctrl-C or SIGTERM: local jobs end with their launcher (a re-run continues them)
@@ -90,7 +94,7 @@ def _run_local(jobs: list[Callable[[], None]], folder: Path, workers: int) -> li
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
-    return submitted
+    return list(zip(submitted, failed))
 
 
 def _exit_on_sigterm(signum, frame) -> None:
@@ -128,8 +132,8 @@ def _descendants(pid: int) -> list[int]:
     return found
 
 
-def _run_slurm(jobs: list[Callable[[], None]], folder: Path, workers: int, params: dict) -> list:
-    """Submit all jobs as one array and wait for every task."""
+def _run_slurm(jobs: list[Callable[[], None]], folder: Path, workers: int, params: dict) -> list[tuple[object, bool]]:
+    """Submit all jobs as one array and wait for every task. -> (job, failed) per job."""
     import submitit
 
     try:
@@ -147,15 +151,11 @@ def _run_slurm(jobs: list[Callable[[], None]], folder: Path, workers: int, param
         raise UserError("the slurm launcher needs Slurm (srun, sbatch) on PATH; use --launcher local on a single machine.") from None
     for job in submitted:
         job.wait()
-    return submitted
+    return [(job, _failed(job)) for job in submitted]
 
 
 def _failed(job) -> bool:
     """Whether a finished submitit job raised, was killed or timed out."""
-    import submitit
-
-    if isinstance(job, submitit.LocalJob) and not job.paths.result_pickle.exists():
-        return True  # killed before it wrote a result: result() would wait 15 s for one (an allowance for slow shared disks)
     try:
         job.result()
     except Exception:  # submitit's FailedJobError / UncompletedJobError, or the job's own exception

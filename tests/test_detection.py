@@ -84,6 +84,7 @@ def test_plateaus_drop_the_learning_rate_then_stop(encoder, data, monkeypatch):
     assert rates[0] < 1e-2  # warming up
     assert rates[1:5] == pytest.approx([1e-2, 1e-2, 1e-3, 1e-3])  # the drop follows epoch 3's plateau
 
+
 def test_detection_is_deterministic(encoder, data):
     cfg = DetectionConfig(mode="frozen", lrs=(1e-2,), max_epochs=1, batch_size=8, roi_size=4, rois_per_image=16, proposals=50)
     assert detection(encoder, *data, cfg) == detection(encoder, *data, cfg)
