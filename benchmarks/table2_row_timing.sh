@@ -4,9 +4,9 @@
 # side (two inline benches, one seed each: the local launcher of older commits cannot run), the
 # suite's 2,000-step pretraining and every one of its protocols with the same grids and caps.
 # Detection runs at its one rate without the step decay (decays: 0), which older commits lack.
-# Run it alone on an idle machine (about 20 min on 2 cores); it prints each commit's wall time,
-# the summed pretraining and evaluation seconds of its records, the epochs its evaluators ran,
-# and the ratio.
+# Run it alone on an idle machine (about 17 min on 2 cores); it prints each commit's wall time,
+# the summed pretraining and evaluation seconds of its records, the epochs its evaluators chose
+# (equal choices mean equal work), and the ratio.
 #
 #   benchmarks/table2_row_timing.sh BEFORE [AFTER]      e.g. 8bcd775 HEAD
 set -euo pipefail
@@ -17,38 +17,32 @@ python=${PYTHON:-$repo/.venv/bin/python}
 work=$(mktemp -d)  # kept: each commit's records and logs stay there for a second look
 trap 'for t in "$work"/tree-*; do git -C "$repo" worktree remove --force "$t"; done; echo "records and logs: $work"' EXIT
 
-suite() {  # $1: the seed; $2: detection options this commit understands
-  cat <<YAML
-suite: table2_row_timing
-dataset: {name: fashion_scenes, size: 32}
-encoder: {name: small}
-seeds: [$1]
-threads: 1
-train: {steps: 2000, batch_size: 64, lr: 2.0e-3}
-pretexts:
-  - {name: context_encoder, mask: random_region}
-protocols:
-  - {protocol: finetune, label_fractions: [0.01, 0.1, 1.0], lrs: [1.0e-4, 1.0e-3, 1.0e-2], max_epochs: 60, patience: 4,
-     min_steps: 200, batch_size: 64, weight_decay: 1.0e-4, val_fraction: 0.1, grid: 2, flip: true}
-  - {protocol: segmentation, label: segmentation_finetune, mode: finetune, lrs: [1.0e-4, 1.0e-3, 1.0e-2], max_epochs: 60,
-     patience: 3, batch_size: 64, weight_decay: 1.0e-4, val_fraction: 0.1, flip: true}
-  - {protocol: segmentation, label: segmentation_frozen, mode: frozen, lrs: [1.0e-2, 1.0e-1, 1.0], max_epochs: 60,
-     patience: 3, batch_size: 64, weight_decay: 0.0, val_fraction: 0.1, flip: false}
-  - {protocol: detection, label: detection, mode: finetune, lrs: [3.0e-2], max_epochs: 40, patience: 2, $2
-     batch_size: 16, val_fraction: 0.1, roi_size: 4, rois_per_image: 32, proposals: 100, flip: true}
-  - {protocol: linear_probe, label: layerwise_probe, stages: [conv1, conv2, conv3], grid: 2,
-     weight_decays: [1.0e-5, 1.0e-4, 1.0e-3, 1.0e-2, 1.0e-1], val_fraction: 0.1, max_iter: 100}
-YAML
+row() {  # $1: the seed; $2: whether this commit's detection has step decay. scenes_table2.yaml's
+  # settings, cut to the central row and one seed (decay off: older commits have none).
+  "$python" - "$repo/benchmarks/scenes_table2.yaml" "$1" "$2" <<'PY'
+import sys
+import yaml
+suite = yaml.safe_load(open(sys.argv[1]))
+suite.update(suite="table2_row_timing", seeds=[int(sys.argv[2])],
+             pretexts=[{"name": "context_encoder", "mask": "random_region"}])
+suite.pop("report", None)
+for protocol in suite["protocols"]:
+    if protocol["protocol"] == "detection":
+        protocol.pop("decays", None)
+        if sys.argv[3] == "yes":
+            protocol["decays"] = 0
+print(yaml.safe_dump(suite, sort_keys=False))
+PY
 }
 
 for commit in "$before" "$after"; do
   tree=$work/tree-$(git -C "$repo" rev-parse --short "$commit")
   git -C "$repo" worktree add --detach --quiet "$tree" "$commit"
-  decays=""
-  if grep -q "decays" "$tree/ctxenc/evaluators/detection.py"; then decays="decays: 0,"; fi
+  decays=no
+  if grep -q "decays" "$tree/ctxenc/evaluators/detection.py"; then decays=yes; fi
   start=$(date +%s)
   for seed in 0 1; do
-    suite "$seed" "$decays" >"$tree/row$seed.yaml"
+    row "$seed" "$decays" >"$tree/row$seed.yaml"
     (cd "$tree" && PYTHONPATH=$tree "$python" -m ctxenc bench "row$seed.yaml" --out "$work/out-$commit-$seed" \
        --no-progress >"$work/log-$commit-$seed" 2>&1) &
   done
