@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import os
 import signal
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -112,7 +113,10 @@ def _kill(job) -> None:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-    process.wait()
+    try:  # reap it, but never block: a Ctrl-C that lands inside Popen.poll() can leave Popen's wait lock
+        process.wait(timeout=10)  # held, and a plain wait() then waits forever
+    except subprocess.TimeoutExpired:
+        pass
 
 
 def _descendants(pid: int) -> list[int]:
