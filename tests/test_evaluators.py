@@ -187,9 +187,36 @@ def test_early_stopping_keeps_the_best_epoch_and_stops_after_patience():
                                                      "epochs@10%": 3.0, "max_epochs@10%": 50.0}
 
 
+def test_short_epochs_validate_every_few_epochs_and_patience_counts_validations():
+    # 8 images in batches of 4: 2 steps an epoch, so val_every_steps=6 validates after epochs
+    # 3, 6, 9, 12. The score peaks at the 2nd validation; patience 2 stops after the 4th.
+    seen = []
+    model = torch.nn.Linear(1, 1)
+
+    def score(m, idx):
+        seen.append(len(seen) + 1)
+        return -abs(len(seen) - 2)
+
+    chosen = train_and_select(lambda: model, lambda m, idx, gen: m(torch.ones(len(idx), 1)).sum(), score,
+                              torch.arange(8), torch.arange(2), lrs=(1e-3,), max_epochs=50, patience=2,
+                              batch_size=4, weight_decay=0.0, seed=0, val_every_steps=6)
+    assert chosen.epochs == 6 and len(seen) == 4 and chosen.max_epochs == 50
+
+
+def test_the_cap_is_always_validated():
+    seen = []
+    model = torch.nn.Linear(1, 1)
+    chosen = train_and_select(lambda: model, lambda m, idx, gen: m(torch.ones(len(idx), 1)).sum(),
+                              lambda m, idx: seen.append(1) or len(seen), torch.arange(8), torch.arange(2), lrs=(1e-3,),
+                              max_epochs=7, patience=1, batch_size=4, weight_decay=0.0, seed=0, val_every_steps=6)
+    assert len(seen) == 3 and chosen.epochs == 7  # after epochs 3, 6 and the cap, 7
+
+
 def test_bad_schedules_are_one_sentence():
     with pytest.raises(UserError, match="max_epochs >= 1 and patience >= 1"):
         FinetuneConfig(patience=0)
+    with pytest.raises(UserError, match="val_every_steps must be at least 1"):
+        FinetuneConfig(val_every_steps=0)
     with pytest.raises(UserError, match="at least one learning rate"):
         SegmentationConfig(lrs=())
 

@@ -54,6 +54,19 @@ def test_a_layerwise_only_suite_reports_what_it_holds(tmp_path):
     assert "Holm-adjusted" in text and "at this budget" in text
 
 
+def test_primary_tests_are_named_and_come_first(tmp_path):
+    ce = "context_encoder/random_region/l2"
+    report = {"columns": [{"title": "conv3", "protocol": "layerwise_probe", "metric": "map@conv3"},
+                          {"title": "conv1", "protocol": "layerwise_probe", "metric": "map@conv1"}],
+              "comparisons": [["autoencoder", "random"]],
+              "primary_comparisons": [[ce, "random"]], "primary_columns": ["conv3"]}
+    text = write_report(write(tmp_path, layerwise_rows(), report)).read_text()
+    assert "the 1 **primary** test, declared in the suite before it ran" in text
+    assert "the other 3 tests are exploratory" in text
+    assert text.index(f"- Does **{ce}** beat **random**? (primary)") < text.index("**autoencoder** beat **random**? (exploratory)")
+    assert "| family" in (tmp_path / "table.md").read_text()
+
+
 def test_every_table_is_also_latex(tmp_path):
     out = write(tmp_path, layerwise_rows())
     write_report(out)

@@ -87,3 +87,36 @@ def test_summaries():
     summary = summarize(records).set_index("method")
     assert summary.loc["random", "mean"] == pytest.approx(0.82) and summary.loc["random", "std"] == pytest.approx(0.02)
     assert summary.loc["random", "n"] == 3
+
+
+def test_pre_declared_primary_tests_are_adjusted_apart_from_the_rest():
+    # The knn gap alone has p ~ 0.039: as the one primary test it keeps that p; the three
+    # exploratory tests are adjusted among themselves.
+    knn = _records({"random": [0.80, 0.70, 0.75], "ce": [0.83, 0.715, 0.77], "ae": [0.81, 0.69, 0.755]})
+    probe = _records({"random": [0.80, 0.70, 0.75], "ce": [0.81, 0.69, 0.755], "ae": [0.82, 0.72, 0.76]},
+                     protocol="probe")
+    columns = [{"title": "knn", "protocol": "knn", "metric": "accuracy"},
+               {"title": "probe", "protocol": "probe", "metric": "accuracy"}]
+    results = compare(pd.concat([knn, probe]), columns, [("ae", "random"), ("ce", "random")],
+                      primary=[("ce", "random", "knn")])
+    first = results.iloc[0]
+    assert (first["method"], first["title"], first["family"]) == ("ce", "knn", "primary")
+    assert first["p_holm"] == pytest.approx(paired_t_pvalue([0.03, 0.015, 0.02]))
+    assert verdict(first, {}) == "**yes** at this budget"
+    rest = results.iloc[1:]
+    assert (rest["family"] == "exploratory").all() and len(rest) == 3
+    assert rest["p_holm"].tolist() == pytest.approx(holm_adjust(rest["p"]).tolist())
+    assert (compare(pd.concat([knn, probe]), columns, [("ce", "random")])["family"] == "all").all()
+
+
+def test_primary_tests_must_name_the_reports_columns():
+    from ctxenc.errors import UserError
+    from ctxenc.results.report import ReportConfig
+
+    columns = ({"title": "knn", "protocol": "knn", "metric": "accuracy"},)
+    assert ReportConfig(columns=columns, primary_comparisons=(("ce", "random"),), primary_columns=("knn",)).primary == (
+        ("ce", "random", "knn"),)
+    with pytest.raises(UserError, match="'probe' is not one of the report's column titles"):
+        ReportConfig(columns=columns, primary_comparisons=(("ce", "random"),), primary_columns=("probe",))
+    with pytest.raises(UserError, match="both primary_comparisons and primary_columns"):
+        ReportConfig(columns=columns, primary_comparisons=(("ce", "random"),))

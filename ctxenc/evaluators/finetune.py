@@ -33,7 +33,8 @@ class FinetuneConfig:
     """label_fractions: fractions of the training labels to fine-tune on, each reported as
     `<metric>@<percent>` (e.g. map@10%); lrs: the learning-rate grid (Adam); each learning rate
     trains until the validation score has not improved for `patience` epochs, at most `max_epochs`
-    (the best epoch is kept), and at least `min_steps` steps; grid: the last stage's map is
+    (the best epoch is kept), and at least `min_steps` steps; val_every_steps: validate every
+    epoch, or every few epochs where an epoch is shorter than this many steps; grid: the last stage's map is
     average-pooled to grid x grid before the head; flip: random horizontal flips."""
 
     target: ClassVar[str] = "labels"
@@ -43,6 +44,7 @@ class FinetuneConfig:
     max_epochs: int = 60
     patience: int = 5
     min_steps: int = 150
+    val_every_steps: int = 1
     batch_size: int = 64
     weight_decay: float = 1e-4
     val_fraction: float = 0.1
@@ -55,6 +57,8 @@ class FinetuneConfig:
         if not self.label_fractions or not all(0 < f <= 1 for f in self.label_fractions):
             raise UserError(f"label fractions must lie in (0, 1], got {self.label_fractions}.")
         check_schedule(self.lrs, self.max_epochs, self.patience, "finetune")
+        if self.val_every_steps < 1:
+            raise UserError(f"finetune's val_every_steps must be at least 1, got {self.val_every_steps}.")
         if not 0 < self.val_fraction < 1:
             raise UserError(f"finetune needs a validation fraction in (0, 1), got {self.val_fraction}.")
         if self.ap not in INTERPOLATIONS:
@@ -118,6 +122,7 @@ def finetune(encoder: Encoder, train: tuple[torch.Tensor, torch.Tensor], test: t
             loss_fn=loss_fn, score_fn=lambda model, idx: score(model, images[idx], labels[idx]),
             fit=fit, val=val, lrs=cfg.lrs, max_epochs=cfg.max_epochs, patience=cfg.patience,
             batch_size=cfg.batch_size, weight_decay=cfg.weight_decay, seed=cfg.seed, min_steps=cfg.min_steps,
+            val_every_steps=cfg.val_every_steps,
         )
         p = percent(fraction)
         results.update({f"{metric}@{p}": score(chosen.model.eval(), *test), f"val_{metric}@{p}": chosen.val_score,

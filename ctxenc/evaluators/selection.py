@@ -62,18 +62,23 @@ def carve_validation(n: int, fraction: float, val_fraction: float, seed: int) ->
 def train_and_select(build: Callable[[], nn.Module], loss_fn: Callable[[nn.Module, torch.Tensor, torch.Generator], torch.Tensor],
                      score_fn: Callable[[nn.Module, torch.Tensor], float], fit: torch.Tensor, val: torch.Tensor,
                      lrs: tuple[float, ...], max_epochs: int, patience: int, batch_size: int, weight_decay: float,
-                     seed: int, min_steps: int = 0) -> Selected:
+                     seed: int, min_steps: int = 0, val_every_steps: int = 1) -> Selected:
     """build(): a fresh model (called after seeding); loss_fn(model, batch indices, generator): the
     training loss of a batch; score_fn(model in eval mode, indices): validation score, higher is better.
 
     Each learning rate trains with Adam until its validation score has not improved for
     `patience` epochs, for at most `max_epochs` epochs, and never stops before `min_steps`
     steps (small labelled fractions have few steps per epoch: the cap rises to fit them).
+    Validation runs after every epoch, or every few epochs where an epoch has fewer than
+    `val_every_steps` steps (18 images at 1% of the labels make a 1-step epoch: scoring 200
+    validation images after each would cost most of the run); `patience` then counts
+    validations, not epochs.
     """
     batch_size = min(batch_size, len(fit))
     steps_per_epoch = max(1, len(fit) // batch_size)
+    every = -(-val_every_steps // steps_per_epoch) if val_every_steps > 1 else 1  # epochs between validations
     min_epochs = -(-min_steps // steps_per_epoch)
-    max_epochs = max(max_epochs, min_epochs + patience)
+    max_epochs = max(max_epochs, min_epochs + patience * every)
     best: Selected | None = None
     for lr in lrs:
         torch.manual_seed(seed)
@@ -89,6 +94,8 @@ def train_and_select(build: Callable[[], nn.Module], loss_fn: Callable[[nn.Modul
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
+            if epoch % every and epoch != max_epochs:
+                continue
             model.eval()
             with torch.no_grad():
                 score = score_fn(model, val)
@@ -97,6 +104,6 @@ def train_and_select(build: Callable[[], nn.Module], loss_fn: Callable[[nn.Modul
             if best is None or score > best.val_score:
                 # Weights only (no optimiser state): the copy the test split will see.
                 best = Selected(copy.deepcopy(model), lr, epoch, score, max_epochs)
-            if epoch - lr_best_epoch >= patience and epoch >= min_epochs:
+            if epoch - lr_best_epoch >= patience * every and epoch >= min_epochs:
                 break
     return best

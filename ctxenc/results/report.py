@@ -11,6 +11,9 @@ is a transfer table like the paper's Table 2, configured by the suite's `report`
            paper: VOC07 classification mAP}
       comparisons:                       # paired per-seed differences, Holm-adjusted tests
         - [context_encoder/random_region/l2, random]
+      primary_comparisons:               # optional: the tests the suite was run for, declared
+        - [context_encoder/random_region/l2, random]    # before it ran; comparisons x columns,
+      primary_columns: [classification mAP (100% labels)]  # a Holm family of their own
 
 Without a section, the columns are every headline metric the records hold and every method is
 compared with random init and the autoencoder. A report draws what its records hold and skips
@@ -43,11 +46,14 @@ from ctxenc.results.tables import (beside_paper, column_table, final_budget, hea
 @dataclass(frozen=True)
 class ReportConfig:
     """paper: a key of PAPER_TABLES; columns: ({title, protocol, metric, paper?}, ...);
-    comparisons: ((method, baseline), ...)."""
+    comparisons: ((method, baseline), ...); primary_comparisons x primary_columns (titles): the
+    pre-declared primary tests, Holm-adjusted apart from the exploratory rest."""
 
     paper: str | None = None
     columns: tuple[dict, ...] = ()
     comparisons: tuple[tuple[str, str], ...] = ()
+    primary_comparisons: tuple[tuple[str, str], ...] = ()
+    primary_columns: tuple[str, ...] = ()
 
     def __post_init__(self):
         if self.paper is not None and self.paper not in PAPER_TABLES:
@@ -55,9 +61,19 @@ class ReportConfig:
         for col in self.columns:
             if not isinstance(col, dict) or not {"title", "protocol", "metric"} <= set(col):
                 raise UserError(f"report column {col} needs a title, a protocol and a metric.")
-        for pair in self.comparisons:
+        for pair in self.comparisons + self.primary_comparisons:
             if len(pair) != 2:
                 raise UserError(f"report comparison {pair} needs two methods: [method, baseline].")
+        if bool(self.primary_comparisons) != bool(self.primary_columns):
+            raise UserError("the suite's report needs both primary_comparisons and primary_columns, or neither.")
+        unknown = set(self.primary_columns) - {col["title"] for col in self.columns}
+        if unknown:
+            raise UserError(f"primary column {sorted(unknown)[0]!r} is not one of the report's column titles.")
+
+    @property
+    def primary(self) -> tuple[tuple[str, str, str], ...]:
+        """The primary tests: (method, baseline, column title)."""
+        return tuple((m, b, title) for m, b in self.primary_comparisons for title in self.primary_columns)
 
 
 def write_report(out_dir: str | Path, data_root=None) -> Path:
@@ -78,14 +94,14 @@ def write_report(out_dir: str | Path, data_root=None) -> Path:
 def write_transfer_report(out_dir: Path, records: pd.DataFrame, cfg: ReportConfig, suite: dict, data_root=None,
                           configured: bool = True) -> Path:
     """Our table (with trivial references), the paper's beside it, the comparisons as one
-    Holm-adjusted family, curves, selections on grid edges, figures and provenance."""
+    Holm-adjusted families, curves, selections on grid edges, figures and provenance."""
     final = final_budget(records)
     columns = [dict(c) for c in cfg.columns] or headline_columns(final)
     for col in columns:
         col["references"] = reference_values(final, col["protocol"], col["metric"])
     comparisons = cfg.comparisons if configured else default_comparisons(final["method"])
     table = column_table(final, columns)
-    results = compare(final, columns, comparisons)
+    results = compare(final, columns, comparisons, cfg.primary)
     tables = [("Mean ± std over seeds (std with ddof = 1), in %.", table)]
     seeds = sorted(records["seed"].dropna().unique().tolist())
     lines = [
