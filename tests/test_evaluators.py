@@ -212,6 +212,18 @@ def test_the_cap_is_always_validated():
     assert len(seen) == 3 and chosen.epochs == 7  # after epochs 3, 6 and the cap, 7
 
 
+def test_a_diverging_rate_loses_and_all_diverging_is_one_sentence():
+    # An unbounded loss: Adam at 1e30 takes it past float32 in two steps, 1e-3 does not.
+    def run(lrs):
+        return train_and_select(lambda: torch.nn.Linear(1, 1), lambda m, idx, gen: -1e10 * m(torch.ones(len(idx), 1)).sum(),
+                                lambda m, idx: 0.0, torch.arange(8), torch.arange(2), lrs=lrs, max_epochs=3,
+                                patience=1, batch_size=1, weight_decay=0.0, seed=0)
+
+    assert run((1e30, 1e-3)).lr == 1e-3
+    with pytest.raises(UserError, match=r"diverged \(a non-finite loss\) .* every learning rate of \[1e\+30\]"):
+        run((1e30,))
+
+
 def test_bad_schedules_are_one_sentence():
     with pytest.raises(UserError, match="max_epochs >= 1 and patience >= 1"):
         FinetuneConfig(patience=0)

@@ -72,7 +72,8 @@ def train_and_select(build: Callable[[], nn.Module], loss_fn: Callable[[nn.Modul
     Validation runs after every epoch, or every few epochs where an epoch has fewer than
     `val_every_steps` steps (18 images at 1% of the labels make a 1-step epoch: scoring 200
     validation images after each would cost most of the run); `patience` then counts
-    validations, not epochs.
+    validations, not epochs. A rate whose loss stops being finite ends there (too large for this
+    model); when every rate does so before its first validation, one sentence says so.
     """
     batch_size = min(batch_size, len(fit))
     steps_per_epoch = max(1, len(fit) // batch_size)
@@ -89,11 +90,9 @@ def train_and_select(build: Callable[[], nn.Module], loss_fn: Callable[[nn.Modul
         for epoch in range(1, max_epochs + 1):
             model.train()
             order = fit[torch.randperm(len(fit), generator=gen)]
-            for i in range(steps_per_epoch):
-                loss = loss_fn(model, order[i * batch_size : (i + 1) * batch_size], gen)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
+            if not train_epoch(model, opt, loss_fn, [order[i * batch_size : (i + 1) * batch_size]
+                                                     for i in range(steps_per_epoch)], gen):
+                break  # this rate diverged; its epochs validated before stay candidates
             if epoch % every and epoch != max_epochs:
                 continue
             model.eval()
@@ -106,4 +105,21 @@ def train_and_select(build: Callable[[], nn.Module], loss_fn: Callable[[nn.Modul
                 best = Selected(copy.deepcopy(model), lr, epoch, score, max_epochs)
             if epoch - lr_best_epoch >= patience * every and epoch >= min_epochs:
                 break
+    if best is None:
+        raise UserError(f"training diverged (a non-finite loss) before its first validation at every learning rate "
+                        f"of {list(lrs)}; try smaller ones.")
     return best
+
+
+def train_epoch(model: nn.Module, opt: torch.optim.Optimizer, loss_fn, batches: list[torch.Tensor],
+                gen: torch.Generator) -> bool:
+    """One pass over `batches`; False as soon as a loss is not finite (the rate diverged), before
+    that loss can poison the weights."""
+    for batch in batches:
+        loss = loss_fn(model, batch, gen)
+        if not torch.isfinite(loss):
+            return False
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return True
