@@ -170,19 +170,28 @@ def test_batched_matches_one_pass_for_tensors_and_dicts():
     assert torch.equal(out["a"], x[:, :1]) and torch.allclose(out["b"], x.sum(1))
 
 
+def select(score, loss=lambda m, idx, gen: m(torch.ones(len(idx), 1)).sum(), **schedule):
+    """train_and_select on a one-weight model: 8 fit and 2 validation indices, batches of 4,
+    one learning rate (1e-3), max_epochs 50, patience 2 unless `schedule` says otherwise."""
+    schedule = {"lrs": (1e-3,), "max_epochs": 50, "patience": 2, "batch_size": 4, "weight_decay": 0.0, "seed": 0,
+                **schedule}
+    return train_and_select(lambda: torch.nn.Linear(1, 1), loss, score, torch.arange(8), torch.arange(2), **schedule)
+
+
+def scores(*values):
+    """A validation score that returns `values` in turn, counting its calls in `.calls`."""
+    def score(m, idx):
+        score.calls += 1
+        return values[score.calls - 1]
+    score.calls = 0
+    return score
+
+
 def test_early_stopping_keeps_the_best_epoch_and_stops_after_patience():
     # A score that rises until epoch 3, then falls: training stops at epoch 3 + patience.
-    seen = []
-    model = torch.nn.Linear(1, 1)
-
-    def score(m, idx):
-        seen.append(len(seen) + 1)
-        return -abs(len(seen) - 3)
-
-    chosen = train_and_select(lambda: model, lambda m, idx, gen: m(torch.ones(len(idx), 1)).sum(), score,
-                              torch.arange(8), torch.arange(2), lrs=(1e-3,), max_epochs=50, patience=2,
-                              batch_size=4, weight_decay=0.0, seed=0)
-    assert chosen.epochs == 3 and len(seen) == 5 and chosen.max_epochs == 50
+    score = scores(-2, -1, 0, -1, -2, -3)
+    chosen = select(score)
+    assert chosen.epochs == 3 and score.calls == 5 and chosen.max_epochs == 50
     assert chosen.metrics((1e-4, 1e-3), "@10%") == {"lr@10%": 1e-3, "lr_min@10%": 1e-4, "lr_max@10%": 1e-3,
                                                      "epochs@10%": 3.0, "max_epochs@10%": 50.0}
 
@@ -190,34 +199,22 @@ def test_early_stopping_keeps_the_best_epoch_and_stops_after_patience():
 def test_short_epochs_validate_every_few_epochs_and_patience_counts_validations():
     # 8 images in batches of 4: 2 steps an epoch, so val_every_steps=6 validates after epochs
     # 3, 6, 9, 12. The score peaks at the 2nd validation; patience 2 stops after the 4th.
-    seen = []
-    model = torch.nn.Linear(1, 1)
-
-    def score(m, idx):
-        seen.append(len(seen) + 1)
-        return -abs(len(seen) - 2)
-
-    chosen = train_and_select(lambda: model, lambda m, idx, gen: m(torch.ones(len(idx), 1)).sum(), score,
-                              torch.arange(8), torch.arange(2), lrs=(1e-3,), max_epochs=50, patience=2,
-                              batch_size=4, weight_decay=0.0, seed=0, val_every_steps=6)
-    assert chosen.epochs == 6 and len(seen) == 4 and chosen.max_epochs == 50
+    score = scores(-1, 0, -1, -2, -3)
+    chosen = select(score, val_every_steps=6)
+    assert chosen.epochs == 6 and score.calls == 4 and chosen.max_epochs == 50
 
 
 def test_the_cap_is_always_validated():
-    seen = []
-    model = torch.nn.Linear(1, 1)
-    chosen = train_and_select(lambda: model, lambda m, idx, gen: m(torch.ones(len(idx), 1)).sum(),
-                              lambda m, idx: seen.append(1) or len(seen), torch.arange(8), torch.arange(2), lrs=(1e-3,),
-                              max_epochs=7, patience=1, batch_size=4, weight_decay=0.0, seed=0, val_every_steps=6)
-    assert len(seen) == 3 and chosen.epochs == 7  # after epochs 3, 6 and the cap, 7
+    score = scores(1, 2, 3, 4)
+    chosen = select(score, max_epochs=7, patience=1, val_every_steps=6)
+    assert score.calls == 3 and chosen.epochs == 7  # after epochs 3, 6 and the cap, 7
 
 
 def test_a_diverging_rate_loses_and_all_diverging_is_one_sentence():
     # An unbounded loss: Adam at 1e30 takes it past float32 in two steps, 1e-3 does not.
     def run(lrs):
-        return train_and_select(lambda: torch.nn.Linear(1, 1), lambda m, idx, gen: -1e10 * m(torch.ones(len(idx), 1)).sum(),
-                                lambda m, idx: 0.0, torch.arange(8), torch.arange(2), lrs=lrs, max_epochs=3,
-                                patience=1, batch_size=1, weight_decay=0.0, seed=0)
+        return select(lambda m, idx: 0.0, loss=lambda m, idx, gen: -1e10 * m(torch.ones(len(idx), 1)).sum(), lrs=lrs,
+                      max_epochs=3, patience=1, batch_size=1)
 
     assert run((1e30, 1e-3)).lr == 1e-3
     with pytest.raises(UserError, match=r"diverged \(a non-finite loss\) .* every learning rate of \[1e\+30\]"):
