@@ -77,7 +77,7 @@ def train_and_select(build: Callable[[], nn.Module], loss_fn: Callable[[nn.Modul
     """
     batch_size = min(batch_size, len(fit))
     steps_per_epoch = max(1, len(fit) // batch_size)
-    every = -(-val_every_steps // steps_per_epoch) if val_every_steps > 1 else 1  # epochs between validations
+    every = -(-val_every_steps // steps_per_epoch)  # epochs between validations (1 when val_every_steps is 1)
     min_epochs = -(-min_steps // steps_per_epoch)
     max_epochs = max(max_epochs, min_epochs + patience * every)
     best: Selected | None = None

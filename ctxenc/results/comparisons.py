@@ -4,8 +4,9 @@ Each (comparison, column) is a paired t-test over the seeds both methods have; t
 all those with at least MIN_SEEDS_FOR_TEST seeds are adjusted together with Holm's step-down
 procedure. A suite may pre-declare its primary tests (the claims it was run to test): they form
 their own Holm family and every other test a second, exploratory one, so a large table of
-secondary questions does not drown the few the experiment was designed for. A verdict is given at the budget that was run (pretraining length, seeds), and a
-method that does not beat a trivial reference is never called better.
+secondary questions does not drown the few the experiment was designed for. A verdict is given
+at the budget that was run (pretraining length, seeds), and a method that does not beat a
+trivial reference is never called better.
 """
 
 from __future__ import annotations
@@ -59,11 +60,11 @@ def compare(records: pd.DataFrame, columns: list[dict], comparisons, primary=())
             if diff.empty:
                 continue
             mean, low, high = t_interval(diff)
-            rows.append({"method": method, "baseline": baseline, "title": col["title"], "protocol": col["protocol"],
-                         "metric": col["metric"], "family": family, "n": len(diff), "difference": mean, "ci_low": low, "ci_high": high,
-                         "per_seed": diff.tolist(),
-                         "p": paired_t_pvalue(diff) if len(diff) >= MIN_SEEDS_FOR_TEST else math.nan,
-                         "method_mean": float(by_seed[method].mean())})
+            p = paired_t_pvalue(diff) if len(diff) >= MIN_SEEDS_FOR_TEST else math.nan
+            rows.append({"method": method, "baseline": baseline, "title": col["title"],
+                         "protocol": col["protocol"], "metric": col["metric"], "family": family,
+                         "n": len(diff), "difference": mean, "ci_low": low, "ci_high": high,
+                         "per_seed": diff.tolist(), "p": p, "method_mean": float(by_seed[method].mean())})
     result = pd.DataFrame(rows, columns=FIELDS)
     result = result.sort_values("family", key=lambda f: f != "primary", kind="stable").reset_index(drop=True)
     for _, index in result.groupby("family").groups.items():
