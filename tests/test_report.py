@@ -10,6 +10,7 @@ import yaml
 
 from ctxenc.results.figures import detections_figure
 from ctxenc.results.paper import DETECTION, TABLE2
+from ctxenc.results.plots import line_style
 from ctxenc.results.records import COLUMNS, append_records, read_records, with_methods
 from ctxenc.results.report import write_report
 from ctxenc.results.samples import detection_samples
@@ -167,6 +168,12 @@ def test_a_pretraining_sweep_is_plotted_and_tables_use_the_longest(tmp_path):
                                                                            "metric": "map@100%"}])
     assert table.loc["autoencoder", "pretraining steps"] == "2000" and table.loc["autoencoder", "map"] == "35.0 ± 0.1"
     assert table.loc["random", "pretraining steps"] == "0" and table.loc["random", "map"] == "30.0 ± 0.0"
+
+
+def test_thirteen_methods_get_thirteen_different_lines():
+    styles = [line_style(i) for i in range(13)]  # Table 2's rows: tab10 alone repeats 3 colours
+    assert len({(s["color"], s["marker"], s["linestyle"]) for s in styles}) == 13
+    assert styles[0]["color"] == styles[10]["color"] and styles[0]["marker"] != styles[10]["marker"]
 
 
 def test_provenance_names_commits_and_warns_when_they_differ(tmp_path):

@@ -17,6 +17,16 @@ from ctxenc.results.records import with_methods  # noqa: E402
 from ctxenc.results.tables import method_order, qualifiers, summarize  # noqa: E402
 
 COLORS = plt.cm.tab10.colors
+MARKERS = ["o", "s", "^", "D"]
+LINES = ["-", "--", ":", "-."]
+
+
+def line_style(i: int) -> dict:
+    """The i-th method's line: tab10's colours, then again with another marker and dash, so a
+    legend of more than 10 methods never shows two identical lines."""
+    cycle = i // len(COLORS)
+    return {"color": COLORS[i % len(COLORS)], "marker": MARKERS[cycle % len(MARKERS)],
+            "linestyle": LINES[cycle % len(LINES)]}
 
 
 def short_name(method: str) -> str:
@@ -91,8 +101,8 @@ def curve_plot(records: pd.DataFrame, out: str | Path, protocol: str, metric: st
     for i, method in enumerate(methods):
         rows = summary[summary["method"] == method].set_index("q").reindex(order)
         offset = (i - (len(methods) - 1) / 2) * 0.03  # a small shift so error bars of different methods do not hide each other
-        ax.errorbar(np.arange(len(order)) + offset, rows["mean"] * scale, yerr=rows["std"] * scale, marker="o", capsize=3,
-                    label=method.replace("context_encoder", "CE"), color=COLORS[i % 10])
+        ax.errorbar(np.arange(len(order)) + offset, rows["mean"] * scale, yerr=rows["std"] * scale, capsize=3,
+                    label=method.replace("context_encoder", "CE"), **line_style(i))
     ax.set_xticks(range(len(order)), order)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(f"{metric} (%)")
@@ -135,8 +145,8 @@ def sweep_plot(records: pd.DataFrame, out: str | Path, panels: list[dict], scale
             stats = mine[mine["method"] == method].groupby("pretrain_steps")["value"].agg(["mean", "std"]).fillna(0.0)
             if stats.empty:
                 continue
-            ax.errorbar(stats.index, stats["mean"] * scale, yerr=stats["std"] * scale, marker="o", capsize=3,
-                        label=method.replace("context_encoder", "CE"), color=COLORS[i % 10])
+            ax.errorbar(stats.index, stats["mean"] * scale, yerr=stats["std"] * scale, capsize=3,
+                        label=method.replace("context_encoder", "CE"), **line_style(i))
         ax.set_xscale("symlog", linthresh=float(positive.min()) if not positive.empty else 1.0)
         steps = sorted(mine["pretrain_steps"].unique())
         ax.set_xticks(steps, [f"{s:.0f}" for s in steps])
