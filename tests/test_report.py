@@ -188,6 +188,14 @@ def test_provenance_names_commits_and_warns_when_they_differ(tmp_path):
     assert walls.loc["total"].tolist() == ["2", "2.0"]  # 2 cells of 60 s: 2 minutes
 
 
+def test_each_pretraining_length_of_a_sweep_is_its_own_cell_in_the_wall_time(tmp_path):
+    rows = []
+    for steps in (0, 500, 2000):
+        rows += cell_rows("autoencoder", 0, "knn", {"accuracy": 0.5}, pretrain_steps=steps, wall_seconds=30.0)
+    walls = wall_time_table(read_records(write(tmp_path, rows) / "records.csv"))
+    assert walls.loc["knn"].tolist() == ["3", "1.5"]
+
+
 def test_the_paper_table_has_detection_and_doersch():
     assert TABLE2.row_of("random/init=pytorch") == "Random Gaussian" and TABLE2.row_of("supervised") == "ImageNet"
     assert TABLE2.value("context_prediction", DETECTION) == 46.6 and TABLE2.value("autoencoder", DETECTION) == 41.9

@@ -55,7 +55,9 @@ def wall_time_table(records: pd.DataFrame) -> pd.DataFrame:
     walls = pd.to_numeric(frame["wall_seconds"], errors="coerce") if "wall_seconds" in frame else None
     if walls is None or walls.isna().all():
         return pd.DataFrame()
-    cells = frame.assign(wall=walls).dropna(subset=["wall"]).drop_duplicates(["method", "seed", "protocol", "dataset"])
+    # a sweep's pretraining lengths are cells of their own
+    cell = [c for c in ("method", "seed", "protocol", "dataset", "pretrain_steps") if c in frame]
+    cells = frame.assign(wall=walls).dropna(subset=["wall"]).drop_duplicates(cell)
     by_protocol = cells.groupby("protocol", sort=False)["wall"].agg(["count", "sum"])
     by_protocol.loc["total"] = [by_protocol["count"].sum(), by_protocol["sum"].sum()]
     table = pd.DataFrame({"cells": by_protocol["count"].astype(int).astype(str),
