@@ -196,6 +196,14 @@ def test_early_stopping_keeps_the_best_epoch_and_stops_after_patience():
                                                      "epochs@10%": 3.0, "max_epochs@10%": 50.0}
 
 
+def test_the_chosen_rate_records_its_margin_over_the_best_other_rate():
+    # 1e-3 validates 0.1, 0.4, 0.3, 0.2 (best 0.4); 1e-2 validates 0.5, 0.45, 0.3 (best 0.5).
+    chosen = select(scores(0.1, 0.4, 0.3, 0.2, 0.5, 0.45, 0.3), lrs=(1e-3, 1e-2))
+    assert chosen.lr == 1e-2 and chosen.val_score == 0.5 and chosen.lr_margin == pytest.approx(0.1)
+    assert chosen.metrics((1e-3, 1e-2))["lr_margin"] == pytest.approx(0.1)
+    assert "lr_margin" not in select(scores(1, 0, -1)).metrics((1e-3,))  # one rate: no margin
+
+
 def test_short_epochs_validate_every_few_epochs_and_patience_counts_validations():
     # 8 images in batches of 4: 2 steps an epoch, so val_every_steps=6 validates after epochs
     # 3, 6, 9, 12. The score peaks at the 2nd validation; patience 2 stops after the 4th.

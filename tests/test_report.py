@@ -119,6 +119,15 @@ def test_selections_on_a_grid_edge_are_counted():
     assert "- segmentation_frozen, epochs: on the grid's edge in 3 of 6 runs" in lines[1]
 
 
+def test_an_edge_rate_shows_its_margin_on_validation_when_recorded():
+    records = pd.DataFrame(segmentation_rows())
+    margins = pd.DataFrame(cell_rows("random", 1, "segmentation_frozen", {"lr_margin": 0.004}))
+    lines = edge_lines(edge_selections(pd.concat([records, margins])))
+    assert "random seed 1 (by 0.4), random seed 2, " in lines[0]  # seed 2 predates margins: no "(by"
+    assert lines[-1].startswith("- (by m): the chosen learning rate's best validation score was m points above")
+    assert not any("(by m)" in line for line in edge_lines(edge_selections(records)))
+
+
 def test_a_one_value_grid_has_no_edge():
     records = pd.DataFrame(segmentation_rows())
     one_rate = records["metric"].isin(["lr", "lr_min", "lr_max"])

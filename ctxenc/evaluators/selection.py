@@ -5,12 +5,14 @@ fresh model on the fitting part, score the validation part after every epoch and
 once the score has not improved for `patience` epochs (or at `max_epochs`); keep the weights of
 the best (learning rate, epoch). The test split is never seen. The chosen values go into the
 metrics beside the grid's bounds, so a report can flag a choice on an edge of the grid (the
-grid is then too narrow) or at the cap (the cap is too low).
+grid is then too narrow) or at the cap (the cap is too low), with the chosen rate's margin on
+validation over the best other rate (a small one says the rates nearly tie).
 """
 
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -29,11 +31,16 @@ class Selected:
     epochs: int
     val_score: float
     max_epochs: int  # the cap each learning rate ran under (raised for small sets by min_steps)
+    # val_score minus the best validation score any other rate reached; nan with a single rate
+    lr_margin: float = math.nan
 
     def metrics(self, lrs: tuple[float, ...], suffix: str = "") -> dict[str, float]:
-        """{lr, lr_min, lr_max, epochs, max_epochs}, each name followed by `suffix` (e.g. '@10%')."""
+        """{lr, lr_min, lr_max, epochs, max_epochs, lr_margin (when there is one)}, each name
+        followed by `suffix` (e.g. '@10%')."""
         values = {"lr": self.lr, "lr_min": min(lrs), "lr_max": max(lrs), "epochs": float(self.epochs),
                   "max_epochs": float(self.max_epochs)}
+        if not math.isnan(self.lr_margin):
+            values["lr_margin"] = self.lr_margin
         return {f"{k}{suffix}": v for k, v in values.items()}
 
 
@@ -81,6 +88,7 @@ def train_and_select(build: Callable[[], nn.Module], loss_fn: Callable[[nn.Modul
     min_epochs = -(-min_steps // steps_per_epoch)
     max_epochs = max(max_epochs, min_epochs + patience * every)
     best: Selected | None = None
+    best_by_lr: dict[float, float] = {}
     for lr in lrs:
         torch.manual_seed(seed)
         model = build()
@@ -100,6 +108,7 @@ def train_and_select(build: Callable[[], nn.Module], loss_fn: Callable[[nn.Modul
                 score = score_fn(model, val)
             if score > lr_best:
                 lr_best, lr_best_epoch = score, epoch
+                best_by_lr[lr] = score
             if best is None or score > best.val_score:
                 # Weights only (no optimiser state): the copy the test split will see.
                 best = Selected(copy.deepcopy(model), lr, epoch, score, max_epochs)
@@ -108,6 +117,9 @@ def train_and_select(build: Callable[[], nn.Module], loss_fn: Callable[[nn.Modul
     if best is None:
         raise UserError(f"training diverged (a non-finite loss) before its first validation at every learning rate "
                         f"of {list(lrs)}; try smaller ones.")
+    others = [score for lr, score in best_by_lr.items() if lr != best.lr]
+    if others:
+        best.lr_margin = best.val_score - max(others)
     return best
 
 

@@ -17,7 +17,8 @@ it from pretext, mask and loss (`with_methods`). Older files read every missing 
 qualifier a label fraction (`map@10%`, fine-tuning on 10% of the labels) or an encoder stage
 (`map@conv2`, the layer-wise probe); per-class IoUs are `iou/<class index>`; `val_*`, `lr*`,
 `epochs*`, `max_epochs*`, `lr_min*`, `lr_max*` and `weight_decay*` rows record what was chosen on
-the validation split and the grid it was chosen from; `*_all_background`, `*_class_prior` and
+the validation split and the grid it was chosen from (`lr_margin*`: how far the chosen rate's
+validation score was above the best other rate's); `*_all_background`, `*_class_prior` and
 `*_majority` rows are trivial references (see ctxenc/results/references.py).
 
 The file is rewritten atomically on every append, under an exclusive lock on `records.csv.lock`,

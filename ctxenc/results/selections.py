@@ -1,5 +1,6 @@
 """What validation chose (learning rate, epochs, probe penalty), seed by seed, and which choices
-landed on the edge of their grid: a selection on an edge says the grid, not the data, decided."""
+landed on the edge of their grid: a selection on an edge says the grid, not the data, decided,
+unless the chosen rate won validation by a hair (its recorded `lr_margin`): then the rates tie."""
 
 from __future__ import annotations
 
@@ -28,8 +29,8 @@ def chosen_table(records: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
-def _bound(cell: pd.DataFrame, name: str | None, qualifier: str | None) -> float:
-    """The value of bound `name` (`lr_max@10%`, else `lr_max`) among one cell's rows, nan if absent."""
+def _value(cell: pd.DataFrame, name: str | None, qualifier: str | None) -> float:
+    """The value of metric `name` (`lr_max@10%`, else `lr_max`) among one cell's rows, nan if absent."""
     if name is None:
         return np.nan
     for candidate in ([f"{name}@{qualifier}", name] if qualifier else [name]):
@@ -42,7 +43,8 @@ def _bound(cell: pd.DataFrame, name: str | None, qualifier: str | None) -> float
 def edge_selections(records: pd.DataFrame) -> pd.DataFrame:
     """One row per (protocol, selection) whose grid bounds are recorded: runs (cells that chose
     it), at_low and at_high (how many chose the lower / upper bound) and `where`, the
-    "method seed k" of each run on an edge."""
+    "method seed k" of each run on an edge, with "(by m)" where a learning rate's margin on
+    validation over the best other rate was recorded (m in points: the score x 100)."""
     frame = with_methods(records)
     rows = []
     for (protocol, metric), chosen in frame.groupby(["protocol", "metric"], sort=False):
@@ -54,7 +56,7 @@ def edge_selections(records: pd.DataFrame) -> pd.DataFrame:
         where = []
         for (method, seed), cell_chosen in chosen.groupby(["method", "seed"], sort=False):
             cell = frame[(frame["protocol"] == protocol) & (frame["method"] == method) & (frame["seed"] == seed)]
-            low, high = _bound(cell, low_name, qualifier), _bound(cell, high_name, qualifier)
+            low, high = _value(cell, low_name, qualifier), _value(cell, high_name, qualifier)
             if np.isnan(low) and np.isnan(high):
                 continue  # older records: the grid was not recorded
             if np.isclose(low, high):
@@ -64,7 +66,8 @@ def edge_selections(records: pd.DataFrame) -> pd.DataFrame:
             on_low, on_high = bool(np.isclose(value, low)), bool(np.isclose(value, high))
             at_low, at_high = at_low + on_low, at_high + on_high
             if on_low or on_high:
-                where.append(f"{method} seed {seed:g}")
+                margin = _value(cell, "lr_margin", qualifier) if base == "lr" else np.nan
+                where.append(f"{method} seed {seed:g}" + ("" if np.isnan(margin) else f" (by {100 * margin:.1f})"))
         if runs:
             rows.append({"protocol": protocol, "selection": metric, "runs": runs, "at_low": at_low, "at_high": at_high,
                          "where": where})
@@ -83,6 +86,10 @@ def edge_lines(edges: pd.DataFrame) -> list[str]:
                           (("lowest value", row["at_low"]), ("highest value", row["at_high"])) if count)
         lines.append(f"- {row['protocol']}, {row['selection']}: on the grid's edge in {on_edge} of {row['runs']} "
                      f"runs ({sides}: {', '.join(row['where'])})")
+    if any("(by " in place for where in edges["where"] for place in where):
+        lines.append("- (by m): the chosen learning rate's best validation score was m points above the best of "
+                     "the other rates; a margin within seed noise says the rates nearly tie, not that the grid "
+                     "is too narrow.")
     if not lines and not edges.empty:
         lines.append(f"- No selection landed on its grid's edge ({int(edges['runs'].sum())} selections checked).")
     return lines
