@@ -50,7 +50,7 @@ def test_detection_reports_fractions_and_its_choices(encoder, data, tmp_path):
         assert 0 <= out[key] <= 1, key
     assert out["map"] == pytest.approx((out["ap/0"] + out["ap/1"]) / 2)
     assert out["lr"] == 1e-2 and out["epochs"] in (1.0, 2.0) and out["max_epochs"] == 2.0
-    assert out["lr_min"] == out["lr_max"] == 1e-2
+    assert out["lr_min"] == out["lr_max"] == 1e-2 and "lr_margin" not in out  # one rate: nothing to beat
     assert out["lr_drops"] in (0.0, 1.0)
     # The user's encoder is deep-copied before fine-tuning.
     assert all(torch.equal(v, encoder.state_dict()[k]) for k, v in before.items())
@@ -171,6 +171,13 @@ def test_fit_boxes_drops_a_box_cropped_out_and_clips_a_cut_one():
     boxes = torch.tensor([[[3, 0, 0, 1, 1, 0], [4, 0, 10, 20, 12, 1]]], dtype=torch.int16)
     # 36 -> 32: a 2 px crop on every side.
     assert fit_boxes(boxes, (36, 36), 32).tolist() == [[[-1] * 6, [4, 0, 8, 18, 10, 1]]]
+
+
+def test_two_rates_record_the_chosen_ones_margin_and_a_diverged_rate_none(encoder, data):
+    out = detection(encoder, *data, replace(FAST, lrs=(1e-3, 1e-2)))
+    assert out["lr"] in (1e-3, 1e-2) and 0 <= out["lr_margin"] <= out["val_map"]
+    out = detection(encoder, *data, replace(FAST, lrs=(1e6, 1e-2)))
+    assert out["lr"] == 1e-2 and "lr_margin" not in out  # 1e6 never reached a validation
 
 
 def test_a_learning_rate_that_diverges_everywhere_is_one_sentence(encoder, data):

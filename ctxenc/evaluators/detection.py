@@ -52,7 +52,7 @@ from ctxenc.encoders import Encoder
 from ctxenc.errors import UserError
 from ctxenc.evaluators.metrics import coco_map, detection_average_precision, mean_detection_ap
 from ctxenc.evaluators.features import recalibrated
-from ctxenc.evaluators.selection import Selected, carve_validation, check_schedule
+from ctxenc.evaluators.selection import Selected, carve_validation, check_schedule, margin
 from ctxenc.io import atomic_write
 
 MODES = ("finetune", "frozen")
@@ -247,6 +247,7 @@ def train_and_select(build, images: torch.Tensor, truth: list[dict], fit: torch.
     steps_per_epoch = max(1, len(fit) // batch_size)
     best: Selected | None = None
     best_drops = 0
+    best_by_lr: dict[float, float] = {}
     for lr in cfg.lrs:
         torch.manual_seed(cfg.seed)
         model = build()
@@ -285,8 +286,11 @@ def train_and_select(build, images: torch.Tensor, truth: list[dict], fit: torch.
             drops, since_best = drops + 1, 0
             for group in opt.param_groups:
                 group["lr"] *= 0.1
+        if run_best > -math.inf:
+            best_by_lr[lr] = run_best
     if best is None:
         raise UserError(f"detection training diverged in the first epoch at every learning rate of {cfg.lrs}; try smaller ones.")
+    best.lr_margin = margin(best_by_lr, best.lr)
     return best, best_drops
 
 
@@ -295,7 +299,8 @@ def detection(encoder: Encoder, train: tuple[torch.Tensor, torch.Tensor], test: 
     """train, test: (images (N, C, S, S) in [-1, 1], boxes int (N, M, 5 or 6) rows (class, x0, y0, x1, y1[, difficult])
     in pixel-inclusive input coordinates, -1 rows unused).
 
-    -> {map, map_auc, map_coco, ap/<k>, val_map, lr, lr_min, lr_max, lr_drops, epochs, max_epochs}.
+    -> {map, map_auc, map_coco, ap/<k>, val_map, lr, lr_min, lr_max, lr_margin (with several rates), lr_drops,
+    epochs, max_epochs}.
     """
     images, boxes = train
     test_images, test_boxes = test

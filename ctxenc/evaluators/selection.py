@@ -108,19 +108,25 @@ def train_and_select(build: Callable[[], nn.Module], loss_fn: Callable[[nn.Modul
                 score = score_fn(model, val)
             if score > lr_best:
                 lr_best, lr_best_epoch = score, epoch
-                best_by_lr[lr] = score
             if best is None or score > best.val_score:
                 # Weights only (no optimiser state): the copy the test split will see.
                 best = Selected(copy.deepcopy(model), lr, epoch, score, max_epochs)
             if epoch - lr_best_epoch >= patience * every and epoch >= min_epochs:
                 break
+        if lr_best > float("-inf"):
+            best_by_lr[lr] = lr_best
     if best is None:
         raise UserError(f"training diverged (a non-finite loss) before its first validation at every learning rate "
                         f"of {list(lrs)}; try smaller ones.")
-    others = [score for lr, score in best_by_lr.items() if lr != best.lr]
-    if others:
-        best.lr_margin = best.val_score - max(others)
+    best.lr_margin = margin(best_by_lr, best.lr)
     return best
+
+
+def margin(best_by_lr: dict[float, float], chosen: float) -> float:
+    """The chosen rate's best validation score minus the best any other rate reached (rates that
+    never validated are absent); nan when no other rate validated."""
+    others = [score for lr, score in best_by_lr.items() if lr != chosen]
+    return best_by_lr[chosen] - max(others) if others else math.nan
 
 
 def train_epoch(model: nn.Module, opt: torch.optim.Optimizer, loss_fn, batches: list[torch.Tensor],

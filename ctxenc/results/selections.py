@@ -42,9 +42,9 @@ def _value(cell: pd.DataFrame, name: str | None, qualifier: str | None) -> float
 
 def edge_selections(records: pd.DataFrame) -> pd.DataFrame:
     """One row per (protocol, selection) whose grid bounds are recorded: runs (cells that chose
-    it), at_low and at_high (how many chose the lower / upper bound) and `where`, the
-    "method seed k" of each run on an edge, with "(by m)" where a learning rate's margin on
-    validation over the best other rate was recorded (m in points: the score x 100)."""
+    it), at_low and at_high (how many chose the lower / upper bound), `where`, the "method seed k"
+    of each run on an edge, with "(by m)" where a learning rate's margin on validation over the
+    best other rate was recorded (m in points: the score x 100), and `margins`, how many were."""
     frame = with_methods(records)
     rows = []
     for (protocol, metric), chosen in frame.groupby(["protocol", "metric"], sort=False):
@@ -52,7 +52,7 @@ def edge_selections(records: pd.DataFrame) -> pd.DataFrame:
         if base not in BOUNDS:
             continue
         low_name, high_name = BOUNDS[base]
-        runs = at_low = at_high = 0
+        runs = at_low = at_high = margins = 0
         where = []
         for (method, seed), cell_chosen in chosen.groupby(["method", "seed"], sort=False):
             cell = frame[(frame["protocol"] == protocol) & (frame["method"] == method) & (frame["seed"] == seed)]
@@ -67,11 +67,12 @@ def edge_selections(records: pd.DataFrame) -> pd.DataFrame:
             at_low, at_high = at_low + on_low, at_high + on_high
             if on_low or on_high:
                 margin = _value(cell, "lr_margin", qualifier) if base == "lr" else np.nan
+                margins += not np.isnan(margin)
                 where.append(f"{method} seed {seed:g}" + ("" if np.isnan(margin) else f" (by {100 * margin:.1f})"))
         if runs:
             rows.append({"protocol": protocol, "selection": metric, "runs": runs, "at_low": at_low, "at_high": at_high,
-                         "where": where})
-    return pd.DataFrame(rows, columns=["protocol", "selection", "runs", "at_low", "at_high", "where"])
+                         "where": where, "margins": margins})
+    return pd.DataFrame(rows, columns=["protocol", "selection", "runs", "at_low", "at_high", "where", "margins"])
 
 
 def edge_lines(edges: pd.DataFrame) -> list[str]:
@@ -86,7 +87,7 @@ def edge_lines(edges: pd.DataFrame) -> list[str]:
                           (("lowest value", row["at_low"]), ("highest value", row["at_high"])) if count)
         lines.append(f"- {row['protocol']}, {row['selection']}: on the grid's edge in {on_edge} of {row['runs']} "
                      f"runs ({sides}: {', '.join(row['where'])})")
-    if any("(by " in place for where in edges["where"] for place in where):
+    if edges["margins"].any():
         lines.append("- (by m): the chosen learning rate's best validation score was m points above the best of "
                      "the other rates; a margin within seed noise says the rates nearly tie, not that the grid "
                      "is too narrow.")
