@@ -19,12 +19,16 @@ A suite file (see benchmarks/demo.yaml, benchmarks/paper_table2.yaml):
       - {protocol: knn, k: 20, dataset: cifar10}
       - {protocol: segmentation, label: segmentation_frozen, mode: frozen}
     report: {paper: table2, columns: [...], comparisons: [...]}   # see ctxenc/results/report.py
+    launcher: {partition: gpu, timeout_min: 720, mem_gb: 32}    # Slurm parameters under --launcher slurm
+                                                  # (`ctxenc.launch.SlurmConfig`; --slurm KEY=VALUE overrides)
 
 Every pretext row gets its label from the pretext (every option off its default is in it), and
 a suite whose rows share a label is refused before any work, as is a report section naming a
 protocol or method the suite does not run. Cells whose records exist are skipped and an interrupted pretraining resumes from its snapshot,
 so a re-run continues where a killed one ended. A lock file keeps a second run off the same
-output folder while the first is alive.
+output folder while the first is alive. `run.json` records the run's --limit, --amp and device
+types, and a run with another --limit or --amp is refused the folder (its cells would reuse
+checkpoints and records made otherwise).
 `--limit N` runs every pretext and protocol on N images per split, for the first seed only, with
 3 training steps and evaluators shortened as each protocol's registration says, into its own folder, so a long
 suite is checked end to end in about a minute.
@@ -35,6 +39,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,14 +47,16 @@ from pathlib import Path
 import torch
 import yaml
 
+from ctxenc import distributed
 from ctxenc.config import brief, from_dict, read_yaml
-from ctxenc.data import dataset_info, dataset_name, dataset_tasks
+from ctxenc.data import dataset_info, dataset_name, dataset_spec, dataset_tasks, eval_splits, load_dataset, pretrain_split
 from ctxenc.encoders import create_encoder, default_input_size
 from ctxenc.engine import TrainConfig, pretrain
 from ctxenc.errors import UserError
 from ctxenc.evaluation import check_protocol_fits, evaluate, resolve_protocol
 from ctxenc.evaluators import PROTOCOLS
 from ctxenc.io import atomic_write_text, check_writable_folder, output_lock
+from ctxenc.launch import run_jobs, slurm_config, visible_gpus
 from ctxenc.pretext import PretextSpec, pretext_spec
 from ctxenc.results.records import append_records, read_records
 
@@ -73,6 +80,7 @@ class Suite:
     # torch's CPU threads for the whole run; 1 avoids OpenMP threads spin-waiting on each other
     # when other jobs share the cores (measured: 20x slower fine-tuning with 2 threads under load).
     threads: int | None = None
+    launcher: dict = field(default_factory=dict)  # Slurm parameters, used under --launcher slurm
 
     def __post_init__(self):
         if not isinstance(self.suite, str) or not self.suite.strip():
@@ -179,7 +187,8 @@ class Plan:
         return [Cell(p, seed, s) for p in self.pretexts for s in (self.suite.pretrain_steps or (None,)) for seed in seeds]
 
 
-def plan_suite(path: str | Path, out_dir: str | Path | None = None, data_root=None, limit: int | None = None) -> Plan:
+def plan_suite(path: str | Path, out_dir: str | Path | None = None, data_root=None, limit: int | None = None,
+               amp: bool = False) -> Plan:
     """Load and check the suite at `path` and its output folder, before any work; a mistake is a `UserError`.
 
     Default folder: results/<suite>, or results/<suite>-limit<N> under `limit`, so a quick
@@ -196,6 +205,7 @@ def plan_suite(path: str | Path, out_dir: str | Path | None = None, data_root=No
     check_report(suite, path, [p.label for p in pretexts], [label for label, *_ in protocols])
     from_dict(TrainConfig, suite.train, f"train of {path}")  # reject bad keys before any work
     check_encoder(suite.encoder, path)
+    slurm_config(suite.launcher, [], f"launcher of {path}", cuda=False, workers=1)  # a typo fails under any launcher
     pretrain_dataset = suite.pretrain_dataset or suite.dataset
     dataset_tasks(pretrain_dataset, data_root)  # an unknown name or a missing folder fails now, not after a pretraining
     if suite.pretrain_split is not None and suite.pretrain_split not in dataset_info(pretrain_dataset)[0].splits:
@@ -203,7 +213,7 @@ def plan_suite(path: str | Path, out_dir: str | Path | None = None, data_root=No
                         f"its splits: {', '.join(dataset_info(pretrain_dataset)[0].splits)}.")
     for _, name, _, dataset in protocols:
         check_protocol_fits(name, dataset, data_root)
-    check_output_folder(out, limit, suite.suite)
+    check_output_folder(out, limit, suite.suite, amp)
     return Plan(suite, path, out, limit, pretexts, protocols)
 
 
@@ -218,53 +228,130 @@ def check_encoder(encoder: dict, path: Path) -> None:
 
 def run_suite(path: str | Path, out_dir: str | Path | None = None, data_root=None, limit: int | None = None,
               progress: bool = True, device: str = "cpu", amp: bool = False, launcher: str = "inline",
-              workers: int = 2) -> Path:
-    """Run every cell of the suite at `path` (checked first by `plan_suite`); returns the output folder.
+              workers: int = 2, slurm: list[str] = (), wait: bool = True, download: bool = False) -> tuple[Path, int]:
+    """Run every cell of the suite at `path` (checked first by `plan_suite`).
 
     launcher: `inline` runs the cells one after another in this process; `local` runs them as
-    `workers` parallel jobs on this machine, `slurm` as jobs on a Slurm cluster (through
-    submitit, `ctxenc.launch`); records are appended under a file lock, and a re-run submits
-    only the cells whose records are missing.
+    `workers` parallel jobs on this machine (under `--device cuda` each on a GPU of its own), `slurm`
+    as jobs on a Slurm cluster with the suite's `launcher:` parameters overridden by `slurm`
+    (['KEY=VALUE', ...]), through submitit (`ctxenc.launch`). Records are appended under a file
+    lock, and a re-run submits only the cells whose records are missing (and, on Slurm, that are
+    not queued or running). wait=False (Slurm only) returns once the jobs are submitted.
+    download: fetch the suite's datasets here first (cluster nodes often have no internet).
+    Returns (the output folder, jobs left queued or running).
     """
-    plan = plan_suite(path, out_dir, data_root, limit)
+    plan = plan_suite(path, out_dir, data_root, limit, amp)
     suite, out, limit = plan.suite, plan.out, plan.limit
+    kind = device_type(device)
+    if slurm and launcher != "slurm":
+        raise UserError(f"--slurm sets parameters of Slurm jobs, but the launcher is {launcher}; add --launcher slurm or drop --slurm.")
+    if not wait and launcher != "slurm":
+        raise UserError(f"--no-wait leaves Slurm jobs running after the command ends, but the launcher is {launcher}; add --launcher slurm or drop --no-wait.")
+    config = slurm_config(suite.launcher, list(slurm), f"launcher of {plan.path}", kind == "cuda", workers) if launcher == "slurm" else None
     out.mkdir(parents=True, exist_ok=True)
+    pending = 0
     with output_lock(out):
-        atomic_write_text(out / "run.json", json.dumps({"limit": limit}) + "\n")
+        devices = sorted(set(read_run_info(out).get("devices", [])) | {kind})
+        atomic_write_text(out / "run.json", json.dumps({"limit": limit, "amp": amp, "devices": devices}) + "\n")
         atomic_write_text(out / "suite.yaml", plan.path.read_text())  # the config beside the results
+        if download:
+            download_data(plan, data_root)
         if launcher == "inline":
             if suite.threads is not None:
                 torch.set_num_threads(suite.threads)
             for cell in plan.cells:
                 run_cell(suite, cell, plan.protocols, out, data_root, limit, progress, device, amp)
         else:
-            from ctxenc.launch import run_jobs
-
             done = read_records(out / "records.csv")
-            jobs = [functools.partial(run_cell_job, str(plan.path), i, str(out), data_root, limit, device, amp)
-                    for i, cell in enumerate(plan.cells) if not all(_has_record(done, cell, label, dataset_name(ds))
-                                                                    for label, _, _, ds in plan.protocols)]
-            run_jobs(jobs, launcher, out / "jobs", workers=workers)
-    return out
+            # Jobs are named by their cell's folder, which a later run of the same command names alike.
+            jobs = {str(cell.folder(out).relative_to(out)):
+                    functools.partial(run_cell_job, str(plan.path.resolve()), i, str(out.resolve()), data_root, limit, device, amp)
+                    for i, cell in enumerate(plan.cells)
+                    if not all(_has_record(done, cell, label, dataset_name(ds)) for label, _, _, ds in plan.protocols)}
+            gpus = visible_gpus() if launcher == "local" and device == "cuda" else None
+            pending = run_jobs(jobs, launcher, out / "jobs", workers=workers, slurm=config, gpus=gpus, wait=wait)
+    return out, pending
+
+
+def device_type(device: str) -> str:
+    """'cuda:1' -> 'cuda', for run.json (each job checks that its device exists when it starts)."""
+    try:
+        kind = torch.device(device).type
+    except (RuntimeError, TypeError):
+        raise UserError(f"unknown device {device!r}; use cpu, cuda or cuda:N.") from None
+    if kind not in ("cpu", "cuda"):
+        raise UserError(f"unsupported device {device!r}; use cpu, cuda or cuda:N.")
+    return kind
+
+
+def download_data(plan: Plan, data_root) -> None:
+    """--download: fetch every split the suite reads, in this process, before any job starts."""
+    suite = plan.suite
+    pretrain_dataset = suite.pretrain_dataset or suite.dataset
+    wanted = [(pretrain_dataset, suite.pretrain_split or pretrain_split(pretrain_dataset))]
+    wanted += [(dataset, split) for *_, dataset in plan.protocols for split in eval_splits(dataset)]
+    fetched = set()
+    for dataset, split in wanted:
+        if (dataset_spec(dataset), split) not in fetched:
+            fetched.add((dataset_spec(dataset), split))
+            load_dataset(dataset, split, data_root, download=True, limit=1)
 
 
 def run_cell_job(path: str, index: int, out: str, data_root, limit, device, amp) -> None:
-    """One cell as a cluster job: rebuilt from the suite file, so the job carries only names."""
-    plan = plan_suite(path, out, data_root, limit)
+    """One cell as a cluster job: rebuilt from the suite file, so the job carries only names.
+
+    A Slurm job of several tasks pretrains with one process per task (`ctxenc.distributed`, whose
+    environment `ctxenc.launch.Job` sets); the first task then runs the protocols alone.
+    """
+    plan = plan_suite(path, out, data_root, limit, amp)
     if plan.suite.threads is not None:
         torch.set_num_threads(plan.suite.threads)
-    run_cell(plan.suite, plan.cells[index], plan.protocols, plan.out, data_root, plan.limit, False, device, amp)
+    cell = plan.cells[index]
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        if not _todo(cell, plan.protocols, plan.out):
+            return
+        distributed.init(device)
+        try:
+            pretrain_cell(plan.suite, cell, plan.out, data_root, plan.limit, False, device, amp)
+        finally:
+            distributed.close()
+        if int(os.environ.get("RANK", "0")) != 0:
+            return
+    run_cell(plan.suite, cell, plan.protocols, plan.out, data_root, plan.limit, False, device, amp)
 
 
 def run_cell(suite: Suite, cell: Cell, protocols, out: Path, data_root, limit, progress, device, amp) -> None:
     """Pretrain the cell (or resume it) and run its missing protocols, appending their records."""
-    records = out / "records.csv"
-    done = read_records(records)
-    todo = [(label, name, cfg, ds) for label, name, cfg, ds in protocols
-            if not _has_record(done, cell, label, dataset_name(ds))]
+    todo = _todo(cell, protocols, out)
     if not todo:
         return
     tic = time.perf_counter()
+    checkpoint = pretrain_cell(suite, cell, out, data_root, limit, progress, device, amp)
+    for label, name, cfg, dataset in todo:
+        if hasattr(cfg, "seed"):  # the seed varies pretraining and evaluation together
+            cfg = dataclasses.replace(cfg, seed=cell.seed)
+        if hasattr(cfg, "predictions_out"):  # protocols that leave predictions for the report's figures
+            cfg = dataclasses.replace(cfg, predictions_out=str(checkpoint.parent / f"predictions-{label}.pt"))
+        if limit:
+            cfg = PROTOCOLS[name].limited(cfg)
+        print(f"[{suite.suite}] {label} on {dataset_name(dataset)}, {_describe(cell)}", flush=True)
+        rows = evaluate(checkpoint, name, cfg, dataset, data_root, limit=limit, label=label, device=device)
+        # Checkpoints are recorded relative to the results folder, so the folder can move.
+        wall = round(time.perf_counter() - tic, 2)
+        rows = [{**row, "suite": suite.suite, "checkpoint": str(checkpoint.relative_to(out)), "wall_seconds": wall}
+                for row in rows]
+        append_records(out / "records.csv", rows)
+        tic = time.perf_counter()
+
+
+def _todo(cell: Cell, protocols, out: Path) -> list:
+    """The cell's protocols whose records are missing."""
+    done = read_records(out / "records.csv")
+    return [(label, name, cfg, ds) for label, name, cfg, ds in protocols if not _has_record(done, cell, label, dataset_name(ds))]
+
+
+def pretrain_cell(suite: Suite, cell: Cell, out: Path, data_root, limit, progress, device, amp) -> Path:
+    """The cell's checkpoint: pretrained now (resuming from its last.pt snapshot, if any) unless it exists."""
     train = from_dict(TrainConfig, {**suite.train, "seed": cell.seed}, f"train of suite {suite.suite}")
     if cell.steps is not None:
         train = dataclasses.replace(train, steps=cell.steps)
@@ -276,26 +363,15 @@ def run_cell(suite: Suite, cell: Cell, protocols, out: Path, data_root, limit, p
     folder = cell.folder(out)
     checkpoint = folder / "checkpoint.pt"
     pretrain_dataset = suite.pretrain_dataset or suite.dataset
-    what = f"{cell.pretext.label} seed {cell.seed}" + (f" ({cell.steps} steps)" if cell.steps is not None else "")
     if not checkpoint.exists():
-        print(f"[{suite.suite}] pretrain {what} on {dataset_name(pretrain_dataset)}", flush=True)
+        print(f"[{suite.suite}] pretrain {_describe(cell)} on {dataset_name(pretrain_dataset)}", flush=True)
         pretrain(pretrain_dataset, suite.encoder, cell.pretext, train, folder, data_root, limit=limit, progress=progress,
                  resume=True, split=suite.pretrain_split, device=device)
-    for label, name, cfg, dataset in todo:
-        if hasattr(cfg, "seed"):  # the seed varies pretraining and evaluation together
-            cfg = dataclasses.replace(cfg, seed=cell.seed)
-        if hasattr(cfg, "predictions_out"):  # protocols that leave predictions for the report's figures
-            cfg = dataclasses.replace(cfg, predictions_out=str(folder / f"predictions-{label}.pt"))
-        if limit:
-            cfg = PROTOCOLS[name].limited(cfg)
-        print(f"[{suite.suite}] {label} on {dataset_name(dataset)}, {what}", flush=True)
-        rows = evaluate(checkpoint, name, cfg, dataset, data_root, limit=limit, label=label, device=device)
-        # Checkpoints are recorded relative to the results folder, so the folder can move.
-        wall = round(time.perf_counter() - tic, 2)
-        rows = [{**row, "suite": suite.suite, "checkpoint": str(checkpoint.relative_to(out)), "wall_seconds": wall}
-                for row in rows]
-        append_records(records, rows)
-        tic = time.perf_counter()
+    return checkpoint
+
+
+def _describe(cell: Cell) -> str:
+    return f"{cell.pretext.label} seed {cell.seed}" + (f" ({cell.steps} steps)" if cell.steps is not None else "")
 
 
 def _has_record(done, cell: Cell, label: str, dataset: str) -> bool:
@@ -308,19 +384,18 @@ def _has_record(done, cell: Cell, label: str, dataset: str) -> bool:
     return bool(hit.any())
 
 
-def check_output_folder(out: Path, limit: int | None, suite_name: str | None = None) -> None:
-    """The folder must be new (and writable), or hold a run of the same suite with the same --limit
-    (records of another suite or size would be mixed)."""
+def check_output_folder(out: Path, limit: int | None, suite_name: str | None = None, amp: bool | None = None) -> None:
+    """The folder must be new (and writable), or hold a run of the same suite with the same --limit and
+    --amp (records of another suite or size would be mixed, and cells would reuse checkpoints made
+    in the other precision). A folder from before run.json recorded --amp passes either way."""
     check_writable_folder(out)
-    marker = out / "run.json"
-    if marker.is_file():
-        try:
-            before = json.loads(marker.read_text()).get("limit")
-        except (json.JSONDecodeError, AttributeError):
-            raise UserError(f"{marker} is damaged; remove it if {out} holds no results you need, or pass another --out.") from None
-        if before != limit:
-            raise UserError(f"{out} holds a run made with {_limit_words(before)}, this one has {_limit_words(limit)}; "
-                            "pass another --out.")
+    info = read_run_info(out)
+    if "limit" in info and info["limit"] != limit:
+        raise UserError(f"{out} holds a run made with {_limit_words(info['limit'])}, this one has {_limit_words(limit)}; "
+                        "pass another --out.")
+    if amp is not None and "amp" in info and info["amp"] != amp:
+        raise UserError(f"{out} holds a run made {_amp_words(info['amp'])}, this one is {_amp_words(amp)}; fp32 and AMP "
+                        "cells in one folder would share checkpoints and records, so pass another --out.")
     copy = out / "suite.yaml"
     if suite_name is not None and copy.is_file():
         try:
@@ -332,5 +407,23 @@ def check_output_folder(out: Path, limit: int | None, suite_name: str | None = N
             raise UserError(f"{out} holds the results of suite {name!r}, not {suite_name!r}; pass another --out.")
 
 
+def read_run_info(out: Path) -> dict:
+    """run.json of a results folder: {"limit", "amp", "devices"} of the runs it holds ({} where there is none)."""
+    marker = out / "run.json"
+    if not marker.is_file():
+        return {}
+    try:
+        info = json.loads(marker.read_text())
+    except json.JSONDecodeError:
+        info = None
+    if not isinstance(info, dict):
+        raise UserError(f"{marker} is damaged; remove it if {out} holds no results you need, or pass another --out.")
+    return info
+
+
 def _limit_words(limit: int | None) -> str:
     return f"--limit {limit}" if limit else "no --limit"
+
+
+def _amp_words(amp: bool) -> str:
+    return "with --amp (mixed precision)" if amp else "without --amp (fp32)"

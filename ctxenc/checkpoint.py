@@ -22,12 +22,27 @@ OLD_FORMATS = ("ctxenc-checkpoint-1",)
 
 
 def save_checkpoint(path: str | os.PathLike, payload: dict) -> None:
-    """Write to a temporary file beside `path`, then rename: a kill never leaves a torn file."""
-    atomic_write(path, lambda f: torch.save({"format": FORMAT, **payload}, f))
+    """Write `payload` with every tensor in it on the CPU (weights, optimizer moments, RNG states,
+    wherever they trained), to a temporary file beside `path`, then rename: a kill never leaves a
+    torn file."""
+    payload = on_cpu({"format": FORMAT, **payload})
+    atomic_write(path, lambda f: torch.save(payload, f))
+
+
+def on_cpu(obj):
+    """`obj` with every tensor in it (through dicts, lists and tuples) copied to the CPU."""
+    if isinstance(obj, torch.Tensor):
+        return obj.cpu()
+    if isinstance(obj, dict):
+        return {k: on_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(on_cpu(v) for v in obj)
+    return obj
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict:
-    """Read a ctxenc checkpoint with `weights_only=True`; anything else is a `UserError`."""
+    """Read a ctxenc checkpoint with `weights_only=True`, its tensors on the CPU (`load_state_dict`
+    of a model or optimizer then copies them onto its own device); anything else is a `UserError`."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"checkpoint {path} does not exist; pass the checkpoint.pt written by 'ctxenc pretrain'.")

@@ -71,7 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--max-steps", type=int, help="stop after this many steps")
     t.add_argument("--seed", type=int, help=f"seeds initial weights, data order and masks (default: {d.seed})")
     t.add_argument("--log-every", type=int, metavar="STEPS", help=f"steps between lines of OUT/log.jsonl (default: {d.log_every})")
-    t.add_argument("--checkpoint-every", type=int, metavar="STEPS", help=f"steps between resumable snapshots OUT/last.pt (default: {d.checkpoint_every})")
+    t.add_argument("--checkpoint-every", type=int, metavar="STEPS", help=f"steps between resumable snapshots OUT/last.pt (default: {d.checkpoint_every}, and at each epoch's end)")
+    t.add_argument("--snapshot-minutes", type=float, metavar="MIN", help="instead of --checkpoint-every: snapshot at the first log line MIN minutes after the last snapshot (large models, whose snapshot is a multi-GB write)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt after an interruption (same settings); exact on CPU")
     p.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -89,23 +90,54 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("suite", type=Path, help="suite YAML, e.g. benchmarks/demo.yaml")
     p.add_argument("--out", type=Path, metavar="DIR", help="output folder (default: results/<suite name>, or results/<suite name>-limitN with --limit)")
     p.add_argument("--data-root", metavar="DIR", help="folder holding the dataset files (default: $CTXENC_DATA)")
+    p.add_argument("--download", action="store_true", help="download the suite's datasets with torchvision where they are not "
+                   "found, in this process before any cell runs (needs internet here, not on the cluster's nodes)")
     p.add_argument("--limit", type=int, metavar="N", help="run every cell on N images per split, 3 training steps and shortened evaluators, to check a suite end to end")
     add_device_option(p)
-    p.add_argument("--amp", action="store_true", help="pretrain in mixed precision (float16 on CUDA, bfloat16 on the CPU)")
+    p.add_argument("--amp", action="store_true", help="pretrain in mixed precision (float16 on CUDA, bfloat16 on the CPU); "
+                   "a results folder holds fp32 or AMP cells, not both")
     p.add_argument("--launcher", choices=["inline", "local", "slurm"], default="inline",
                    help="inline: cells one after another in this process (default); local: WORKERS parallel jobs on this "
-                        "machine; slurm: one Slurm job per cell (submitit); a re-run submits only the unfinished cells")
-    p.add_argument("--workers", type=int, default=2, help="parallel jobs for --launcher local (default: 2; give the suite threads: 1)")
+                        "machine; slurm: one Slurm job per cell (submitit), requeued when it reaches its time limit or is "
+                        "preempted, resuming from its last.pt; a re-run submits only the unfinished cells")
+    p.add_argument("--workers", type=int, default=2,
+                   help="local: parallel jobs, each on a GPU of its own with --device cuda (the visible GPUs in turn; more "
+                        "workers than GPUs share them); slurm: array tasks running at once unless --slurm array_parallelism "
+                        "is given (default: 2; on a small machine give the suite threads: 1)")
+    p.add_argument("--slurm", action="append", default=[], metavar="KEY=VALUE",
+                   help="a Slurm parameter for --launcher slurm (repeatable; wins over the suite's launcher: section): "
+                        "partition, account, qos, constraint (text); gpus_per_node (default: tasks_per_node with --device "
+                        "cuda, else none); cpus_per_task and mem_gb (default: the cluster's); timeout_min (default 720: a "
+                        "job that reaches it is requeued and resumes, up to 10 times); array_parallelism (default: "
+                        "--workers); tasks_per_node (default 1; N > 1 pretrains a cell with N processes, torch.distributed)")
+    p.add_argument("--no-wait", action="store_true",
+                   help="with --launcher slurm: submit the jobs and exit; the same command run later collects the records, "
+                        "submits again the cells that ended without them (not those still queued or running) and writes "
+                        "the report once every cell is done")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
-    p = sub.add_parser("inpaint", help="fill a hole in your own images with a context-encoder checkpoint",
-                       description="Inpaint images with a context-encoder checkpoint. Each image is converted to the model's "
-                                   "channels, centre-cropped to a square and resized (bicubic) to the model's input size; "
-                                   "per image OUT gets NAME_inpainted.png and NAME_side_by_side.png (input with hole / result / original). "
-                                   "Unreadable images get a one-sentence error and the others are still processed (exit code 2).")
-    p.add_argument("--checkpoint", required=True, type=Path, metavar="FILE", help="checkpoint.pt of a context_encoder pretraining")
-    p.add_argument("--mask", default="center", metavar="center|MASK.png", help="the checkpoint's central hole (default), or a mask image whose white pixels mark the hole (cropped and resized like the images)")
+    p = sub.add_parser("inpaint", help="fill a hole in your own images with a context-encoder checkpoint, at their own size",
+                       description="Inpaint images with a context-encoder checkpoint. The model sees each image's central square "
+                                   "at its input size; its fill is resized back and written into the hole only, so every other "
+                                   "pixel of the output is the input's. Per image OUT gets IMAGE.inpainted.png and "
+                                   "IMAGE.side_by_side.png (input with the hole in red / result / original), IMAGE being the input's "
+                                   "file name (a.png -> a.png.inpainted.png). Unreadable images get a one-sentence error and the "
+                                   "others are still processed (exit code 2).")
+    p.add_argument("--checkpoint", required=True, type=Path, metavar="FILE|DIR", help="checkpoint.pt of a context_encoder pretraining, or its run folder")
+    p.add_argument("--mask", metavar="KIND|MASK.png",
+                   help="the hole: the checkpoint's own mask kind (default: its center square, or a random_region / random_block mask "
+                        "drawn with --seed), another kind (center, random_block, random_region), or a mask image at the image's size "
+                        "whose white pixels mark the hole (inside the central square the model sees)")
+    p.add_argument("--seed", type=int, default=0, help="seeds the random holes, one draw per image in the order given (default: 0)")
+    add_device_option(p)
     p.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="PNG/JPEG files of any size and mode")
+    p.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder")
+
+    p = sub.add_parser("export", help="write a checkpoint's encoder as a plain state_dict (OUT/encoder.pt) and OUT/encoder.json",
+                       description="Export the encoder of a checkpoint for use without ctxenc: OUT/encoder.pt holds its state_dict "
+                                   "(tensors only), OUT/encoder.json its name, options, stages and input contract. A timm:<model> "
+                                   "encoder's state_dict loads into timm.create_model(...) with strict=True; encoder.json gives the arguments.")
+    p.add_argument("checkpoint", type=Path, metavar="CHECKPOINT", help="checkpoint.pt written by 'ctxenc pretrain', or its run folder")
     p.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder")
 
     p = sub.add_parser("report", help="(re)write table.md, bars.png, inpainting.png and report.md from DIR/records.csv")
@@ -162,12 +194,12 @@ def run(args: argparse.Namespace) -> int:
 
         pretext = pretext_spec({"name": args.pretext, **pretext_options(args)}, "--pretext and its options")
         given = {k: getattr(args, k) for k in ("epochs", "steps", "batch_size", "lr", "seed", "max_steps", "log_every",
-                                               "checkpoint_every", "augment", "amp") if getattr(args, k) is not None}
+                                               "checkpoint_every", "snapshot_minutes", "augment", "amp") if getattr(args, k) is not None}
         train = from_dict(TrainConfig, given, "the training options")
         check_limit(args.limit)
         check_out_folder(args.out)
         encoder = {"name": args.encoder, **({"input_size": args.input_size} if args.input_size else {})}
-        distributed.init()  # a no-op unless launched by torchrun
+        distributed.init(args.device)  # a no-op unless launched by torchrun
         try:
             path = pretrain(args.dataset, encoder, pretext, train, args.out, args.data_root, args.download, args.limit,
                             progress=not args.no_progress, resume=args.resume, split=args.split, device=args.device)
@@ -198,9 +230,14 @@ def run(args: argparse.Namespace) -> int:
 
         if args.workers < 1:
             raise UserError(f"--workers must be at least 1, got {args.workers}.")
-        out = run_suite(args.suite, args.out, args.data_root, args.limit, progress=not args.no_progress,
-                        device=args.device, amp=args.amp, launcher=args.launcher, workers=args.workers)
-        print(f"wrote {write_report(out, args.data_root)}")
+        out, pending = run_suite(args.suite, args.out, args.data_root, args.limit, progress=not args.no_progress,
+                                 device=args.device, amp=args.amp, launcher=args.launcher, workers=args.workers,
+                                 slurm=args.slurm, wait=not args.no_wait, download=args.download)
+        if pending:
+            print(f"{pending} Slurm job(s) queued or running (logs in {out / 'jobs'}); run the same command again to collect "
+                  "their records, submit again what failed and write the report.")
+        else:
+            print(f"wrote {write_report(out, args.data_root)}")
     elif args.command == "report":
         from ctxenc.results.report import write_report
 
@@ -210,11 +247,17 @@ def run(args: argparse.Namespace) -> int:
         from ctxenc.inpaint import inpaint_files
 
         check_out_folder(args.out)
-        written, errors = inpaint_files(args.checkpoint, args.images, args.mask, args.out)
+        written, errors = inpaint_files(args.checkpoint, args.images, args.mask, args.out, args.device, args.seed)
         for message in errors:
             print(f"ctxenc: error: {message}", file=sys.stderr)
         print(f"wrote {len(written)} files to {args.out}")
         return 2 if errors else 0
+    elif args.command == "export":
+        from ctxenc.export import export_encoder
+
+        check_out_folder(args.out)
+        for path in export_encoder(args.checkpoint, args.out):
+            print(f"wrote {path}")
     return 0
 
 

@@ -4,6 +4,9 @@ Mixed precision (`--amp`): on CUDA, float16 autocast with a gradient scaler (flo
 small, so the loss is scaled up before backward and gradients unscaled before the step, skipping
 steps whose gradients overflowed); on the CPU, bfloat16 autocast, which has float32's range and
 needs no scaler. BatchNorm, losses and reductions stay in float32 under autocast either way.
+
+On CUDA, `resolve_device` also turns on cuDNN's autotuner and TF32 float32 matmuls (`tune_cuda`
+says what that changes); the CPU's numerics are never touched.
 """
 
 from __future__ import annotations
@@ -33,9 +36,29 @@ def resolve_device(name: str | torch.device | None) -> torch.device:
         if device.index is not None and device.index >= torch.cuda.device_count():
             raise UserError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s), numbered from 0.")
         torch.cuda.set_device(device)  # NCCL's collectives and new CUDA tensors go to this GPU
+        tune_cuda()
     elif device.type != "cpu":
         raise UserError(f"unsupported device {name!r}; use cpu, cuda or cuda:N.")
     return device
+
+
+def tune_cuda() -> None:
+    """Speed over bit-exact repeats, on CUDA only; the CPU's numerics are left as they are.
+
+    - `cudnn.benchmark`: cuDNN times its convolution algorithms once per input shape and keeps
+      the fastest. Values are the same up to float32 rounding, but the chosen algorithm (hence the
+      order of summation, the last bits) may differ between two runs: a CUDA run is not bit-for-bit
+      repeatable (it is not anyway: RoI pooling, interpolation and index backward passes add with
+      atomics). The CPU runs, which the determinism tests and the committed results use, are.
+    - TF32 float32 matmuls (Ampere and later): the linear layers, heads and the dcgan bottleneck
+      multiply float32 inputs rounded to a 10-bit mantissa, accumulated in float32 (relative error
+      about 1e-3 per product, like cuDNN's convolutions, which use TF32 by PyTorch's default).
+      Losses, BatchNorm, reductions, metrics and the stored weights stay float32.
+    """
+    torch.backends.cudnn.benchmark = True
+    # The flag PyTorch has long had, not the newer `fp32_precision`: setting that one makes
+    # `torch.get_float32_matmul_precision()` raise for any code that still asks.
+    torch.backends.cuda.matmul.allow_tf32 = True
 
 
 def place(x: torch.nn.Module | torch.Tensor, device: torch.device, channels_last: bool = False):

@@ -1,36 +1,54 @@
 """Multi-process training (torchrun + torch.distributed), kept in this one module.
 
 With one process every function is a no-op, so the training loop reads the same with one
-process or many. Under `torchrun --nproc_per_node=N -m ctxenc pretrain ...` each process takes
-its slice of every global batch, gradients are averaged by PyTorch's DistributedDataParallel
-(bucketed all-reduce overlapped with the backward pass; gloo on CPU, NCCL on GPU), and only
-rank 0 writes checkpoints, logs and records.
+process or many. Under `torchrun --nproc_per_node=N -m ctxenc pretrain --device cpu|cuda ...`
+each process takes its slice of every global batch, gradients are averaged by PyTorch's
+DistributedDataParallel (bucketed all-reduce overlapped with the backward pass), and only
+rank 0 writes checkpoints, logs and records. The backend follows the device: gloo for CPU
+tensors, NCCL for CUDA ones (NCCL cannot reduce CPU tensors, so CUDA being installed is not
+enough).
 """
 
 from __future__ import annotations
 
 import os
 import warnings
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from ctxenc.device import resolve_device
+
 # A 1-channel convolution's weight (C_out, 1, k, k) has two stride layouts for the same memory; DDP
 # warns that they differ, at every step. Nothing to fix: its bucket copy is the same either way.
 warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
 
 
-def init() -> None:
-    """Join the process group that torchrun describes in the environment (if any)."""
+# Rank 0 alone may work for hours while the others wait (decoding a dataset into the image cache):
+# they wait on a CPU group of their own, whose timeout is far longer than a training collective's.
+LONG_WAIT = timedelta(hours=24)
+_host_group = None
+
+
+def init(device: str | torch.device) -> None:
+    """Join the process group that torchrun describes in the environment (if any), with the
+    backend of the training device (`--device`): NCCL for CUDA, gloo for the CPU. Under torchrun,
+    'cuda' is this process's GPU, cuda:$LOCAL_RANK (`resolve_device`)."""
+    global _host_group
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+        dev = resolve_device(device)  # before the group: NCCL binds to the current GPU
+        dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
+        _host_group = dist.new_group(backend="gloo", timeout=LONG_WAIT)
 
 
 def close() -> None:
+    global _host_group
     if dist.is_initialized():
         dist.destroy_process_group()
+    _host_group = None
 
 
 def rank() -> int:
@@ -48,6 +66,12 @@ def is_main() -> bool:
 def barrier() -> None:
     if dist.is_initialized():
         dist.barrier()
+
+
+def wait_for_main() -> None:
+    """A barrier for work rank 0 does alone, however long it takes (up to LONG_WAIT)."""
+    if dist.is_initialized():
+        dist.barrier(group=_host_group)
 
 
 class _Parameters(nn.Module):
@@ -76,9 +100,18 @@ def gradient_sync(params):
 
 
 def mean(values: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Average scalar tensors over processes (for logging and the non-finite check)."""
+    """Average scalar tensors over processes (the non-finite check, which every process must agree on)."""
     if not dist.is_initialized():
         return values
     stacked = torch.stack([v.detach().float() for v in values.values()])
     dist.all_reduce(stacked)
     return dict(zip(values, stacked / world_size()))
+
+
+def total(values: torch.Tensor) -> torch.Tensor:
+    """The sum over processes of `values` (any shape, on the training device); itself with one process."""
+    if not dist.is_initialized():
+        return values
+    values = values.clone()
+    dist.all_reduce(values)
+    return values

@@ -2,13 +2,18 @@
 
 `pretrain()` is the whole job behind `ctxenc pretrain`: load the data (uint8, in memory or
 memory-mapped), build the encoder and pretext model from the seed, train, and write
-`checkpoint.pt` and `log.jsonl`. Each batch is converted to the encoder's input (and augmented)
-as it is drawn, on the training device, so a dataset is never held in float.
+`checkpoint.pt` and `log.jsonl`. Each process copies its slice of each global batch to the
+training device and converts (and augments) it there, so a dataset is never held in float.
+
+Everything a step computes stays on the device: the loop reads values on the host once per log
+line (`host_values`: the loss sums and the non-finite check), so a GPU is never left waiting for
+the host between steps.
 
 While training, `last.pt` holds everything needed to continue exactly (model, optimizers, step,
-the epoch's data order, every RNG state, the unlogged loss sums); it is rewritten atomically
-every `checkpoint_every` steps, so after a `kill -9` at any moment `--resume` continues and ends
-with the same weights, bit for bit on CPU, as an uninterrupted run.
+the epoch's data order, every RNG state, the unlogged loss sums), as CPU tensors; it is rewritten
+atomically every `checkpoint_every` steps and at each epoch's end, or with `snapshot_minutes`
+at the first log line that many minutes after the last, so after a `kill -9` at any moment
+`--resume` continues and ends with the same weights, bit for bit on CPU, as an uninterrupted run.
 """
 
 from __future__ import annotations
@@ -23,12 +28,12 @@ import torch
 from ctxenc import distributed
 from ctxenc.checkpoint import load_checkpoint, save_checkpoint
 from ctxenc.data import dataset_name, load_dataset, pretrain_split
-from ctxenc.data.transforms import load_size_for, random_crop_flip, to_model_input
+from ctxenc.data.transforms import _resize_shorter_side, load_size_for, to_model_input, to_unit_range
 from ctxenc.device import grad_scaler, resolve_device
 from ctxenc.encoders import create_encoder, default_input_size
 from ctxenc.errors import UserError
 from ctxenc.progress import progress_bar
-from ctxenc.provenance import provenance
+from ctxenc.provenance import device_fields, provenance
 from ctxenc.pretext import Pretext, PretextSpec, PretrainData, StepContext, TrainingDiverged, build_pretext
 
 __all__ = ["TrainConfig", "TrainingDiverged", "pretrain", "train_loop"]
@@ -56,6 +61,7 @@ class TrainConfig:
     max_steps: int | None = None
     log_every: int = 50
     checkpoint_every: int = 100
+    snapshot_minutes: float | None = None
     augment: bool = False
     amp: bool = False
 
@@ -64,6 +70,8 @@ class TrainConfig:
             raise UserError(f"training needs epochs >= 0, batch size >= 1 and lr > 0, got {self.epochs}, {self.batch_size}, {self.lr}.")
         if self.log_every < 1 or self.checkpoint_every < 1:
             raise UserError("log_every and checkpoint_every must be at least 1 step.")
+        if self.snapshot_minutes is not None and not self.snapshot_minutes >= 0:
+            raise UserError(f"snapshot_minutes must be at least 0, got {self.snapshot_minutes}.")
         if (self.steps is not None and self.steps < 0) or (self.max_steps is not None and self.max_steps < 0):
             raise UserError(f"steps and max_steps must be at least 0, got {self.steps} and {self.max_steps}.")
 
@@ -82,7 +90,8 @@ def pretrain(dataset, encoder: dict, pretext: PretextSpec, train: TrainConfig, o
     options or the encoder's default (small 32, dcgan 128, alexnet 227, timm 224).
     limit: use only the first `limit` training images (quick end-to-end checks).
     resume: continue from `out_dir/last.pt` if it exists (and do nothing if the run is complete).
-    device: where the model trains ('cpu', 'cuda', 'cuda:N'); checkpoints hold CPU tensors.
+    device: where the model trains ('cpu', 'cuda', 'cuda:N'); checkpoints hold CPU tensors. Under
+    torchrun, `distributed.init(device)` has joined the process group before.
     """
     out_dir = Path(out_dir)
     path = out_dir / "checkpoint.pt"
@@ -118,9 +127,9 @@ def pretrain(dataset, encoder: dict, pretext: PretextSpec, train: TrainConfig, o
     if model.trains:
         seconds, steps = train_loop(model.to(dev), images, data.labels, train, out_dir, meta, progress, resume, dev)
     if distributed.is_main():
-        state = {k: v.cpu() for k, v in model.state_dict().items()}
-        save_checkpoint(path, {**meta, "model": state, "pretrain_seconds": seconds, "pretrain_steps": steps,
-                               "provenance": {**provenance(), "wall_seconds": round(time.perf_counter() - wall, 2)},
+        save_checkpoint(path, {**meta, "model": model.state_dict(), "pretrain_seconds": seconds, "pretrain_steps": steps,
+                               "provenance": {**provenance(), **device_fields(dev, train.amp),
+                                              "wall_seconds": round(time.perf_counter() - wall, 2)},
                                "done": True})
         (out_dir / "last.pt").unlink(missing_ok=True)
     distributed.barrier()
@@ -160,10 +169,11 @@ def train_loop(model: Pretext, images: torch.Tensor, labels: torch.Tensor | None
         raise UserError(f"{n} training images are fewer than one batch of {cfg.batch_size}; lower --batch-size.")
     total = cfg.total_steps(steps_per_epoch)
 
-    step, order, sums, seconds_before = 0, None, {}, 0.0
+    # sums: the loss sums since the last log line, float64 on the device, (metrics,) in `keys` order.
+    step, order, keys, sums, seconds_before = 0, None, [], None, 0.0
     last = out_dir / "last.pt"
     if resume and last.exists():
-        state = load_checkpoint(last)
+        state = load_checkpoint(last)  # CPU tensors, copied onto the model's and optimizers' device below
         if any(state[k] != meta[k] for k in ("encoder", "pretext", "train", "data")):
             raise UserError(f"{last} belongs to a run with other settings; drop --resume or use another --out.")
         model.load_state_dict(state["model"])
@@ -172,46 +182,66 @@ def train_loop(model: Pretext, images: torch.Tensor, labels: torch.Tensor | None
         scaler.load_state_dict(state["scaler"])
         gen.set_state(state["rng_generator"])
         torch.set_rng_state(state["rng_torch"])
-        step, order, sums, seconds_before = state["step"], state["order"], state["sums"], state["seconds"]
+        if device.type == "cuda" and "rng_cuda" in state:
+            torch.cuda.set_rng_state(state["rng_cuda"], device)
+        step, order, seconds_before = state["step"], state["order"], state["seconds"]
+        keys = list(state["sums"])
+        sums = torch.tensor(list(state["sums"].values()), dtype=torch.float64, device=device) if keys else None
     log_path = out_dir / "log.jsonl"
     if distributed.is_main():
         truncate_log(log_path, step)
     ctx = StepContext(optimizers, device, cfg.amp, gen, cfg.batch_size, scaler, last)
 
-    def snapshot() -> None:
+    def snapshot(host_sums: list[float]) -> None:
         """Everything `--resume` needs to continue exactly where this step left off."""
         save_checkpoint(last, {
             **meta, "model": model.state_dict(), "optimizers": {k: o.state_dict() for k, o in optimizers.items()},
             "scaler": scaler.state_dict(), "rng_generator": gen.get_state(), "rng_torch": torch.get_rng_state(),
-            "step": step, "order": order, "sums": sums, "seconds": seconds_before + time.perf_counter() - tic, "done": False,
+            **({"rng_cuda": torch.cuda.get_rng_state(device)} if device.type == "cuda" else {}),
+            "step": step, "order": order, "sums": dict(zip(keys, host_sums)),
+            "seconds": seconds_before + time.perf_counter() - tic, "done": False,
         })
 
     model.train()
     bar = progress_bar(total=total, initial=step, desc=f"pretrain {meta['pretext']['name']}", unit="step",
                        disable=not progress or not distributed.is_main())
-    tic = time.perf_counter()
+    tic = last_snapshot = time.perf_counter()
     start_step = step
     with bar:
         while step < total:
             i = step % steps_per_epoch
             if i == 0:
                 order = torch.randperm(n, generator=gen)
-            index = order[i * cfg.batch_size : (i + 1) * cfg.batch_size]
-            raw = images[index].to(device, non_blocking=True)
-            # Crops and flips, like masks, are drawn for the global batch, then sliced.
-            batch = {"images": (random_crop_flip(raw, size, gen) if cfg.augment else to_model_input(raw, size))[ctx.mine]}
-            if model.needs_labels:
-                batch["labels"] = labels[index][ctx.mine].to(device)
             ctx.step = step
-            metrics = distributed.mean(model.train_step(batch, ctx))
+            batch = local_batch(images, labels if model.needs_labels else None, order[i * cfg.batch_size : (i + 1) * cfg.batch_size],
+                                size, cfg.augment, ctx)
+            metrics = model.train_step(batch, ctx)
             scaler.update()
             step += 1
-            for k, v in metrics.items():
-                sums[k] = sums.get(k, 0.0) + v.item()
             bar.update()
-            if step % cfg.log_every == 0 or step == total:
+            keys = keys or list(metrics)
+            values = torch.stack([metrics[k].detach().double() for k in keys])
+            sums = values if sums is None else sums + values
+
+            log_now = step % cfg.log_every == 0 or step == total
+            if cfg.snapshot_minutes is None:
+                snapshot_now = step < total and (step % cfg.checkpoint_every == 0 or step % steps_per_epoch == 0)
+            else:
+                snapshot_now = False  # decided below, at a log line, by rank 0's clock
+            if not (log_now or snapshot_now):
+                continue
+            # The host read: the loss sums averaged over processes, whether rank 0 wants a snapshot
+            # by its clock, and the non-finite check, in one copy.
+            due = cfg.snapshot_minutes is not None and distributed.is_main() and \
+                time.perf_counter() - last_snapshot >= 60 * cfg.snapshot_minutes
+            shared = distributed.total(torch.cat([sums, torch.tensor([float(due)], dtype=torch.float64, device=device)]))
+            host = host_values(torch.cat([shared, ctx.health()]))
+            ctx.check(host[-3:])
+            host_sums = [v / world for v in host[: len(keys)]]
+            snapshot_now = snapshot_now or (step < total and host[len(keys)] > 0)
+            if log_now:
                 window = (step - 1) % cfg.log_every + 1
-                means = {k: v / window for k, v in sums.items()}
+                means = {k: v / window for k, v in zip(keys, host_sums)}
                 session = time.perf_counter() - tic
                 record = {"step": step, "epoch": (step - 1) // steps_per_epoch, **means,
                           "images_per_s": round((step - start_step) * cfg.batch_size / session, 1),
@@ -219,12 +249,69 @@ def train_loop(model: Pretext, images: torch.Tensor, labels: torch.Tensor | None
                 if distributed.is_main():
                     with open(log_path, "a") as log:
                         log.write(json.dumps(record) + "\n")
-                headline = next(iter(means))
+                headline = keys[0]
                 bar.set_postfix({headline: f"{means[headline]:.4f}"})
-                sums = {}
-            if distributed.is_main() and step < total and (step % cfg.checkpoint_every == 0 or step % steps_per_epoch == 0):
-                snapshot()
+                sums, host_sums = None, []
+            else:  # every process goes on from the same averaged sums, as a resumed run would
+                sums = torch.tensor(host_sums, dtype=torch.float64, device=device)
+            if snapshot_now:
+                if distributed.is_main():
+                    snapshot(host_sums)
+                last_snapshot = time.perf_counter()
     return seconds_before + time.perf_counter() - tic, total
+
+
+def host_values(values: torch.Tensor) -> list[float]:
+    """values (K,) on the training device -> a list on the host: the loop's one host read per log
+    line, where a GPU catches up with the steps queued before it."""
+    return values.tolist()
+
+
+def local_batch(images: torch.Tensor, labels: torch.Tensor | None, index: torch.Tensor, size: int, augment: bool,
+                ctx: StepContext) -> dict[str, torch.Tensor]:
+    """This process's slice of the global batch `index` (B,), on the training device: images
+    (B/world, C, size, size) in [-1, 1], and labels when given.
+
+    Each process copies and converts only its own images. Crops and flips, like masks, are
+    drawn for the global batch on every process and then sliced, so they equal one process's.
+    """
+    mine = index[ctx.mine]
+    raw = ctx.to_device(images[mine])
+    if augment:
+        x = to_unit_range(raw)
+        store = load_size_for(size)
+        if min(x.shape[-2:]) != store:
+            x = _resize_shorter_side(x, store, "bilinear")
+        draws = crop_flip_draws(len(index), x.shape[-2:], size, ctx.generator)
+        x = crop_flip(x, ctx.to_device(draws[ctx.mine]), size)
+    else:
+        x = to_model_input(raw, size)
+    batch = {"images": x}
+    if labels is not None:
+        batch["labels"] = ctx.to_device(labels[mine])
+    return batch
+
+
+def crop_flip_draws(n: int, shape: tuple[int, int], size: int, generator: torch.Generator) -> torch.Tensor:
+    """The paper's pretraining augmentation for n images of `shape` (h, w), already at
+    `load_size_for(size)`: int64 (n, 3) rows (top, left, flip) of a random `size` crop and a
+    horizontal flip (p = 0.5), drawn from the CPU `generator` in the order of
+    `ctxenc.data.transforms.random_crop_flip` (so the same seed gives the same crops)."""
+    h, w = shape
+    tops = torch.randint(0, h - size + 1, (n,), generator=generator)
+    lefts = torch.randint(0, w - size + 1, (n,), generator=generator)
+    flips = torch.rand(n, generator=generator) < 0.5
+    return torch.stack([tops, lefts, flips.long()], dim=1)
+
+
+def crop_flip(x: torch.Tensor, draws: torch.Tensor, size: int) -> torch.Tensor:
+    """x: (B, C, h, w); draws: int64 (B, 3) from `crop_flip_draws`, on x's device -> the crops
+    (B, C, size, size), flipped ones read right to left: one gather, not a kernel per image."""
+    span = torch.arange(size, device=x.device)
+    rows = draws[:, 0:1] + span  # (B, size)
+    cols = draws[:, 1:2] + torch.where(draws[:, 2:3].bool(), size - 1 - span, span)  # (B, size)
+    batch = torch.arange(len(x), device=x.device)[:, None, None]
+    return x.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2).contiguous()
 
 
 def truncate_log(path: Path, step: int) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from ctxenc.checkpoint import checkpoint_pretext, load_encoder, rebuild_model
-from ctxenc.config import from_dict, read_yaml
+from ctxenc.config import brief, from_dict, read_yaml
 from ctxenc.data import dataset_name, dataset_spec, dataset_tasks, eval_splits, load_dataset
 from ctxenc.data.transforms import fit_label_maps, load_size_for, to_model_input
 from ctxenc.device import resolve_device
@@ -18,12 +18,17 @@ from ctxenc.evaluators import PROTOCOLS
 from ctxenc.provenance import provenance
 
 
+MAX_LABEL_BYTES = 100  # a file name holds 255 bytes: `label_fraction-<label>.png` must fit
+
+
 def resolve_protocol(spec: str | dict, search: tuple[Path, ...] = ()) -> tuple[str, str, object]:
     """A protocol name, a YAML file path or a mapping {protocol: NAME, label: LABEL, **options}
     -> (label, name, config).
 
     The label is what records and tables call the protocol (default: its name); a suite running
     one protocol twice with different options (segmentation frozen and fine-tuned) labels each.
+    Labels also name files (`label_fraction-<label>.png`, `predictions-<label>.pt`), so they are
+    refused where a suite's name would be: empty, holding '/' or NUL, '.' or '..', or too long for a file name.
     """
     if not isinstance(spec, (str, dict)):
         raise UserError(f"a protocol is a name, a YAML file or a mapping {{protocol: NAME, ...}}, got {spec!r}.")
@@ -38,9 +43,13 @@ def resolve_protocol(spec: str | dict, search: tuple[Path, ...] = ()) -> tuple[s
     options = dict(spec)
     name = options.pop("protocol", None)
     label = options.pop("label", name)
-    if name not in PROTOCOLS:
-        raise UserError(f"unknown protocol {name!r}; valid protocols: {', '.join(PROTOCOLS)}.")
-    return str(label), name, from_dict(PROTOCOLS[name].config, options, f"protocol {name!r}")
+    if not isinstance(name, str) or name not in PROTOCOLS:
+        raise UserError(f"unknown protocol {brief(name)}; valid protocols: {', '.join(PROTOCOLS)}.")
+    if (not isinstance(label, str) or not label.strip() or "/" in label or "\0" in label or label.strip() in (".", "..")
+            or len(label.encode()) > MAX_LABEL_BYTES):
+        raise UserError(f"a protocol's label names its records and files, so it must be a non-empty name of at most "
+                        f"{MAX_LABEL_BYTES} bytes, without '/', and not '.' or '..', got {brief(label)}.")
+    return label, name, from_dict(PROTOCOLS[name].config, options, f"protocol {name!r}")
 
 
 def prepared_split(dataset, split: str, data_root, size: int, limit: int | None,

@@ -1,4 +1,5 @@
-"""Where a result came from: code version, library, threads and CPU, recorded beside every run."""
+"""Where a result came from: code version, library, threads, CPU, and the device and precision it
+ran in, recorded beside every run."""
 
 from __future__ import annotations
 
@@ -47,3 +48,10 @@ def cpu_model() -> str:
 def provenance() -> dict[str, str | int]:
     """{commit, torch, threads, cpu} of this process, now."""
     return {"commit": _commit(), "torch": str(torch.__version__), "threads": torch.get_num_threads(), "cpu": cpu_model()}
+
+
+def device_fields(device: str | torch.device, amp: bool) -> dict[str, str | bool]:
+    """{device: 'cpu' or 'cuda', gpu: the GPU's name ('' on the CPU), amp: mixed precision or not}."""
+    device = torch.device(device)
+    gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else ""
+    return {"device": device.type, "gpu": gpu, "amp": bool(amp)}

@@ -51,3 +51,27 @@ def test_mismatched_weights_fail_strictly(checkpoint, tmp_path):
     save_checkpoint(tmp_path / "mismatch.pt", ckpt)
     with pytest.raises(UserError, match="do not fit its encoder .small.: stages.conv1.0.weight has shape"):
         load_encoder(tmp_path / "mismatch.pt")
+
+
+def test_checkpoints_hold_cpu_tensors_wherever_they_trained(tmp_path, monkeypatch):
+    """Tensors on a GPU (fake ones: a shape and a device, no data), nested as a snapshot nests
+    them, are written as CPU tensors."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    from ctxenc.checkpoint import save_checkpoint
+
+    written = []
+    monkeypatch.setattr(torch, "save", lambda payload, f: written.append(payload))
+    with FakeTensorMode():
+        gpu = torch.zeros(2, 3, device="cuda")
+        save_checkpoint(tmp_path / "last.pt", {"model": {"w": gpu}, "optimizers": {"g": {"state": {0: {"step": gpu[0, 0]}}}},
+                                               "rng": [gpu, (gpu,)], "step": 3})
+    tensors = [written[0]["model"]["w"], written[0]["optimizers"]["g"]["state"][0]["step"], *written[0]["rng"][:1],
+               *written[0]["rng"][1]]
+    assert gpu.device.type == "cuda" and [t.device.type for t in tensors] == ["cpu"] * 4
+    assert written[0]["step"] == 3 and written[0]["format"].startswith("ctxenc-checkpoint")
+
+
+def test_checkpoints_say_where_they_trained(checkpoint):
+    provenance = load_checkpoint(checkpoint)["provenance"]
+    assert (provenance["device"], provenance["gpu"], provenance["amp"]) == ("cpu", "", False)

@@ -80,6 +80,62 @@ def test_a_non_finite_loss_stops_training_with_the_step(tmp_path):
 
     model.forward_loss = poisoned
     images = torch.randint(0, 256, (16, 1, 32, 32), dtype=torch.uint8)
+    # The loop reads losses on the host only at its first snapshot (step 4, the epoch's end): it
+    # names step 2 there, without writing that snapshot.
     with pytest.raises(TrainingDiverged, match="the loss became inf at step 2"):
         train_loop(model, images, None, TrainConfig(batch_size=4, epochs=2), tmp_path, {"pretext": spec.as_dict()}, progress=False)
+    assert len(calls) == 4 and not (tmp_path / "last.pt").exists()
     assert all(torch.isfinite(p).all() for p in model.parameters())  # the bad step never reached the weights
+
+
+def test_after_a_non_finite_loss_no_update_reaches_the_weights(tmp_path):
+    torch.manual_seed(0)
+    model, spec = make(create_encoder("small"), mask="center")
+    real_forward_loss = model.forward_loss
+    weights = []
+
+    def poisoned(images, masks):  # only the second step's loss is infinite; later ones are fine
+        weights.append(next(model.encoder.parameters()).detach().clone())
+        out = real_forward_loss(images, masks)
+        if len(weights) == 2:
+            out["loss_rec"] = out["loss_rec"] * float("inf")
+        return out
+
+    model.forward_loss = poisoned
+    images = torch.randint(0, 256, (16, 1, 32, 32), dtype=torch.uint8)
+    with pytest.raises(TrainingDiverged, match="the loss became inf at step 1"):
+        train_loop(model, images, None, TrainConfig(batch_size=4, max_steps=4, log_every=4), tmp_path,
+                   {"pretext": spec.as_dict()}, progress=False)
+    assert not torch.equal(weights[0], weights[1])  # the first step trained
+    assert all(torch.equal(weights[1], w) for w in [*weights[2:], next(model.encoder.parameters())])
+
+
+def snapshot_steps(tmp_path, monkeypatch, **train) -> list[int]:
+    """Steps at which a 10-step run (4 steps per epoch, a log line every 3) writes last.pt."""
+    import ctxenc.engine as engine
+
+    steps = []
+    monkeypatch.setattr(engine, "save_checkpoint", lambda path, payload: steps.append(payload["step"]))
+    torch.manual_seed(0)
+    model, spec = make(create_encoder("small"), mask="center")
+    images = torch.randint(0, 256, (16, 1, 32, 32), dtype=torch.uint8)
+    train_loop(model, images, None, TrainConfig(batch_size=4, steps=10, log_every=3, **train), tmp_path,
+               {"pretext": spec.as_dict()}, progress=False)
+    return steps
+
+
+def test_snapshots_every_n_steps_and_at_each_epoch_end(tmp_path, monkeypatch):
+    assert snapshot_steps(tmp_path, monkeypatch, checkpoint_every=5) == [4, 5, 8]
+
+
+def test_snapshots_by_the_clock_replace_the_step_interval(tmp_path, monkeypatch):
+    # 0 minutes: due at every log line (before the last step); a day: never within this run.
+    assert snapshot_steps(tmp_path, monkeypatch, checkpoint_every=5, snapshot_minutes=0) == [3, 6, 9]
+    assert snapshot_steps(tmp_path, monkeypatch, checkpoint_every=5, snapshot_minutes=24 * 60) == []
+
+
+def test_snapshot_minutes_must_not_be_negative():
+    from ctxenc.errors import UserError
+
+    with pytest.raises(UserError, match="snapshot_minutes must be at least 0"):
+        TrainConfig(snapshot_minutes=-1)

@@ -173,7 +173,7 @@ def test_batched_matches_one_pass_for_tensors_and_dicts():
 def select(score, loss=lambda m, idx, gen: m(torch.ones(len(idx), 1)).sum(), **schedule):
     """train_and_select on a one-weight model: 8 fit and 2 validation indices, batches of 4,
     one learning rate (1e-3), max_epochs 50, patience 2 unless `schedule` says otherwise."""
-    schedule = {"lrs": (1e-3,), "max_epochs": 50, "patience": 2, "batch_size": 4, "weight_decay": 0.0, "seed": 0,
+    schedule = {"lrs": (1e-3,), "max_epochs": 50, "patience": 2, "batch_size": 4, "optimizer": torch.optim.Adam, "seed": 0,
                 **schedule}
     return train_and_select(lambda: torch.nn.Linear(1, 1), loss, score, torch.arange(8), torch.arange(2), **schedule)
 

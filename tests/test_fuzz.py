@@ -28,7 +28,7 @@ from ctxenc.cli import main
 from ctxenc.errors import UserError
 from tests.conftest import make_fashion_mnist
 
-EXAMPLES = {"suite": 150, "pretrain": 40, "evaluate": 25, "bench": 12, "inpaint": 25, "report": 10,
+EXAMPLES = {"suite": 150, "pretrain": 40, "evaluate": 25, "bench": 12, "tiny_bench": 8, "inpaint": 25, "report": 10,
             "idx": 60, "cifar": 60, "stl10": 60, "image": 50, "voc_xml": 40, "voc_png": 40}
 
 
@@ -206,6 +206,39 @@ def test_fuzzed_suites_plan_or_refuse_in_one_sentence(world, doc):
         path = Path(tmp) / "s.yaml"
         path.write_text(yaml.safe_dump(doc))
         user_error_or_ok(lambda: plan_suite(path, Path(tmp) / "out", world["root"], limit=2))
+
+
+# Whole benches (pretraining, protocols, records, report and figures) on generated suites: protocol
+# labels name files, and tiny --limit values leave a protocol one or two images. Random pretexts
+# and shortened protocols keep an example under a second.
+LABELS = ["lp", "seg frozen", "a/b", "/", "..", ".", "", " ", "x\0y", "é:*?", "x" * 300, "a..b", "-", 7, None, ["x"]]
+TINY_PROTOCOLS = {
+    "knn": {"protocol": "knn", "k": 3},
+    "linear_probe": {"protocol": "linear_probe", "weight_decays": [1.0e-3], "max_iter": 5},
+    "finetune": {"protocol": "finetune", "lrs": [1.0e-3], "max_epochs": 1, "min_steps": 0, "batch_size": 8},
+}
+
+
+@st.composite
+def tiny_benches(draw):
+    """(a suite of random pretexts and 1-2 short protocols, each with or without a drawn label; a --limit)."""
+    protocols = []
+    for name in draw(st.lists(st.sampled_from(sorted(TINY_PROTOCOLS)), min_size=1, max_size=2)):
+        labelled = draw(st.booleans())
+        protocols.append({**TINY_PROTOCOLS[name], **({"label": draw(st.sampled_from(LABELS))} if labelled else {})})
+    suite = {"suite": "tiny", "threads": 1, "pretexts": [{"name": "random"}], "protocols": protocols}
+    return suite, draw(st.sampled_from([1, 2, 3, 8]))
+
+
+@fuzz("tiny_bench")
+@given(drawn=tiny_benches())
+def test_fuzzed_tiny_benches_run_or_refuse_in_one_sentence(world, drawn):
+    suite, limit = drawn
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "s.yaml"
+        path.write_text(yaml.safe_dump(suite))
+        assert_clean_exit(["bench", str(path), "--limit", str(limit), "--out", str(Path(tmp) / "out"),
+                           "--data-root", str(world["root"]), "--no-progress"], world)
 
 
 # ---------------------------------------------------------------- (b) command lines

@@ -1,8 +1,11 @@
-"""Jobs through submitit's local executor: parallel workers, a killed job, a re-submit, records as inline."""
+"""Jobs through submitit's local executor: parallel workers, a killed job, a re-submit, records as inline;
+one GPU per job; a job requeued at its time limit; a job of two tasks joining one process group;
+the bench's folder guard (no fp32 and AMP cells together) and --download."""
 
 from __future__ import annotations
 
 import csv
+import json
 import functools
 import os
 import re
@@ -17,7 +20,8 @@ import pytest
 
 from ctxenc.errors import UserError
 from ctxenc.io import locked
-from ctxenc.launch import describe, run_jobs
+from ctxenc import launch
+from ctxenc.launch import Job, run_jobs, visible_gpus
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -40,8 +44,8 @@ def read_rows(path: Path) -> list[list[str]]:
     return sorted(csv.reader(open(path)))
 
 
-def cells(records: Path, marker: Path | None) -> list:
-    return [functools.partial(add_cell, str(records), c, str(marker) if c == 2 and marker else None) for c in range(4)]
+def cells(records: Path, marker: Path | None) -> dict:
+    return {f"cell{c}": functools.partial(add_cell, str(records), c, str(marker) if c == 2 and marker else None) for c in range(4)}
 
 
 @pytest.fixture
@@ -58,7 +62,7 @@ def test_local_workers_killed_job_and_resubmit_match_inline(tmp_path, importable
     with pytest.raises(UserError) as err:
         run_jobs(jobs, "local", tmp_path / "jobs", workers=2)
     message = str(err.value)
-    assert message.startswith("1 of 4 jobs failed: job 3 of 4 (add_cell(")
+    assert message.startswith("1 of 4 jobs failed: job 3 of 4 (cell2, log ")
     log = Path(re.search(r", log (\S+)\);", message).group(1))
     assert log.parent == tmp_path / "jobs" and log.name.endswith("_log.err")
     assert marker.exists()
@@ -92,7 +96,7 @@ def ignore_sigint() -> None:
 def test_stopping_the_launcher_stops_its_local_jobs(tmp_path, importable, sig, preexec):
     pid_files = [tmp_path / f"job{i}.pid" for i in range(2)]
     script = ("import functools, sys; from ctxenc.launch import run_jobs; from tests.test_launch import hold; "
-              "run_jobs([functools.partial(hold, f) for f in sys.argv[2:]], 'local', sys.argv[1], workers=2)")
+              "run_jobs({f: functools.partial(hold, f) for f in sys.argv[2:]}, 'local', sys.argv[1], workers=2)")
     launcher = subprocess.Popen([sys.executable, "-c", script, str(tmp_path / "jobs"), *map(str, pid_files)],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=preexec)
     deadline = time.time() + 60
@@ -110,31 +114,30 @@ def test_stopping_the_launcher_stops_its_local_jobs(tmp_path, importable, sig, p
 
 def test_inline_runs_in_order_and_raises_at_once(tmp_path):
     seen = []
-    run_jobs([functools.partial(seen.append, i) for i in range(3)], "inline", tmp_path)
+    run_jobs({str(i): functools.partial(seen.append, i) for i in range(3)}, "inline", tmp_path)
     assert seen == [0, 1, 2]
     with pytest.raises(ZeroDivisionError):
-        run_jobs([lambda: 1 / 0, functools.partial(seen.append, 3)], "inline", tmp_path)
+        run_jobs({"a": lambda: 1 / 0, "b": functools.partial(seen.append, 3)}, "inline", tmp_path)
     assert seen == [0, 1, 2]
 
 
 def test_bad_launcher_options_are_one_sentence(tmp_path):
     with pytest.raises(UserError, match="unknown launcher 'ray'; valid launchers: inline, local, slurm."):
-        run_jobs([], "ray", tmp_path)
+        run_jobs({}, "ray", tmp_path)
     with pytest.raises(UserError, match="workers must be at least 1"):
-        run_jobs([], "local", tmp_path, workers=0)
+        run_jobs({}, "local", tmp_path, workers=0)
     with pytest.raises(UserError, match="Slurm parameters were given for the local launcher"):
-        run_jobs([], "local", tmp_path, slurm={"slurm_partition": "gpu"})
+        run_jobs({}, "local", tmp_path, slurm=launch.SlurmConfig(partition="gpu"))
+    with pytest.raises(UserError, match=r"only Slurm jobs can be left running \(--no-wait\)"):
+        run_jobs({}, "local", tmp_path, wait=False)
+    with pytest.raises(UserError, match="no GPU is visible"):
+        run_jobs({"a": print}, "local", tmp_path, gpus=[])
 
 
 @pytest.mark.skipif(shutil.which("srun") is not None, reason="a real Slurm would accept the job")
 def test_slurm_without_sbatch_is_one_sentence(tmp_path):
     with pytest.raises(UserError, match=r"needs Slurm \(srun, sbatch\) on PATH"):
-        run_jobs([functools.partial(print, 1)], "slurm", tmp_path, slurm={"timeout_min": 5})
-
-
-def test_describe_names_partials():
-    assert describe(functools.partial(add_cell, "r.csv", 2)) == "add_cell('r.csv', 2)"
-    assert describe(functools.partial(add_cell, "r.csv", cell=2)) == "add_cell('r.csv', cell=2)"
+        run_jobs({"a": functools.partial(print, 1)}, "slurm", tmp_path, slurm=launch.SlurmConfig(timeout_min=5))
 
 
 def test_bench_with_two_local_workers_records_what_inline_records(fmnist_root, tmp_path):
@@ -147,6 +150,7 @@ def test_bench_with_two_local_workers_records_what_inline_records(fmnist_root, t
     suite.write_text("suite: spread\nseeds: [0, 1]\nthreads: 1\ntrain: {max_steps: 3, batch_size: 16}\n"
                      "pretexts: [{name: random}, {name: autoencoder}]\nprotocols: [{protocol: knn, k: 5}]\n")
     run_suite(suite, tmp_path / "inline", fmnist_root, progress=False)
+    assert json.loads((tmp_path / "inline" / "run.json").read_text()) == {"limit": None, "amp": False, "devices": ["cpu"]}
     run_suite(suite, tmp_path / "local", fmnist_root, progress=False, launcher="local", workers=2)
     varies = ["pretrain_seconds", "eval_seconds", "wall_seconds"]
     inline, local = (pd.read_csv(tmp_path / d / "records.csv").drop(columns=varies) for d in ("inline", "local"))
@@ -155,3 +159,132 @@ def test_bench_with_two_local_workers_records_what_inline_records(fmnist_root, t
     # A re-run finds every cell done and submits nothing.
     run_suite(suite, tmp_path / "local", fmnist_root, progress=False, launcher="local", workers=2)
     assert len(pd.read_csv(tmp_path / "local" / "records.csv")) == len(local)
+
+
+def note_gpu(folder: str, name: str) -> None:
+    """A job that says which GPUs it sees, and runs long enough for its neighbour to start meanwhile."""
+    Path(folder, name).write_text(os.environ.get("CUDA_VISIBLE_DEVICES", "<unset>"))
+    time.sleep(1)
+
+
+def test_local_jobs_each_get_a_gpu_in_turn(tmp_path, importable, monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,GPU-5e1f")  # what the launcher may hand out, as CUDA names them
+    assert visible_gpus() == ["3", "GPU-5e1f"]
+    jobs = {f"job{i}": functools.partial(note_gpu, str(tmp_path), f"job{i}") for i in range(4)}
+    run_jobs(jobs, "local", tmp_path / "jobs", workers=2, gpus=visible_gpus())
+    seen = [(tmp_path / f"job{i}").read_text() for i in range(4)]
+    assert seen[:2] == ["3", "GPU-5e1f"]  # the two running at once: one GPU each
+    assert sorted(seen) == ["3", "3", "GPU-5e1f", "GPU-5e1f"]
+    # Without GPUs to hand out (a CPU run), a job sees what the launcher sees, not submitit's empty list.
+    run_jobs({"cpu": functools.partial(note_gpu, str(tmp_path), "cpu")}, "local", tmp_path / "jobs")
+    assert (tmp_path / "cpu").read_text() == "3,GPU-5e1f"
+
+
+def test_visible_gpus_without_cuda_visible_devices_asks_torch(monkeypatch):
+    import torch
+
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert visible_gpus() == ["0", "1"]
+
+
+def test_bench_hands_the_visible_gpus_to_local_jobs_or_refuses(fmnist_root, tmp_path, monkeypatch):
+    from ctxenc import bench
+
+    suite = tmp_path / "suite.yaml"
+    suite.write_text("suite: gpus\nprotocols: [{protocol: knn, k: 5}]\n")
+    given = {}
+    monkeypatch.setattr(bench, "run_jobs", lambda jobs, launcher, folder, **kw: given.update(kw) or 0)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
+    bench.run_suite(suite, tmp_path / "out", fmnist_root, launcher="local", device="cuda")
+    assert given["gpus"] == ["0", "1"]
+    bench.run_suite(suite, tmp_path / "out", fmnist_root, launcher="local", device="cuda:1")
+    assert given["gpus"] is None  # cuda:1 names a GPU of the launcher's numbering: jobs see the same GPUs
+    assert json.loads((tmp_path / "out" / "run.json").read_text())["devices"] == ["cuda"]
+
+
+def work_until_done(folder: str, seconds: float) -> None:
+    """A cheap stand-in for a pretraining: `seconds` of work in small steps, its progress saved after
+    each step (as last.pt is) and resumed from there when the job starts again."""
+    progress = Path(folder, "progress")
+    done = float(progress.read_text()) if progress.exists() else 0.0
+    with open(Path(folder, "starts"), "a") as f:
+        f.write(f"{done:.2f}\n")
+    while done < seconds:
+        time.sleep(0.05)
+        done += 0.05
+        progress.write_text(f"{done:.2f}")
+
+
+def test_a_job_at_its_time_limit_is_requeued_and_resumes(tmp_path, importable, monkeypatch):
+    # A 6 s limit, signalled 3 s before: the job is stopped after about 3 s of its 4 s of work.
+    monkeypatch.setattr(launch, "LOCAL_TIMEOUT_MIN", 0.1)
+    monkeypatch.setattr(launch, "LOCAL_SIGNAL_DELAY_S", 3)
+    run_jobs({"cell": functools.partial(work_until_done, str(tmp_path), 4.0)}, "local", tmp_path / "jobs")
+    starts = [float(x) for x in (tmp_path / "starts").read_text().split()]
+    assert len(starts) >= 2 and starts[0] == 0 and 0 < starts[1] < 4  # requeued, and resumed where it stopped
+    assert float((tmp_path / "progress").read_text()) == pytest.approx(4.0, abs=0.06)
+    log = "".join(p.read_text() for p in (tmp_path / "jobs").glob("*_log.err"))
+    assert "this job is timed-out" in log
+
+
+def join_group(folder: str) -> None:
+    """A job task that joins the process group its environment describes and sums the ranks over it."""
+    import torch
+    import torch.distributed as dist
+
+    from ctxenc import distributed
+
+    distributed.init("cpu")
+    total = torch.tensor([float(distributed.rank())])
+    dist.all_reduce(total)
+    Path(folder, f"rank{os.environ['RANK']}").write_text(
+        f"{os.environ['LOCAL_RANK']} {distributed.world_size()} {total.item():g} {os.environ['MASTER_PORT']}")
+    distributed.close()
+
+
+def test_a_job_of_two_tasks_gets_a_torch_distributed_environment(tmp_path, importable):
+    import submitit
+
+    executor = submitit.LocalExecutor(folder=tmp_path / "jobs")
+    executor.update_parameters(tasks_per_node=2, timeout_min=2)
+    job = executor.submit(Job(functools.partial(join_group, str(tmp_path))))
+    job.results()
+    ranks = [(tmp_path / f"rank{r}").read_text().split() for r in (0, 1)]
+    assert [r[:3] for r in ranks] == [["0", "2", "1"], ["1", "2", "1"]]  # local ranks 0, 1; world 2; 0 + 1 summed
+    assert ranks[0][3] == ranks[1][3]  # one rendezvous port
+
+
+def test_bench_refuses_to_mix_fp32_and_amp_cells(fmnist_root, tmp_path):
+    from ctxenc.bench import run_suite
+
+    suite = tmp_path / "suite.yaml"
+    suite.write_text("suite: precision\nthreads: 1\nprotocols: [{protocol: knn, k: 5}]\n")
+    out, _ = run_suite(suite, tmp_path / "out", fmnist_root, progress=False)
+    before = (out / "records.csv").read_text()
+    with pytest.raises(UserError, match=r"holds a run made without --amp \(fp32\), this one is with --amp .*pass another --out"):
+        run_suite(suite, out, fmnist_root, progress=False, amp=True)
+    assert (out / "records.csv").read_text() == before
+    amp_out, _ = run_suite(suite, tmp_path / "amp", fmnist_root, progress=False, amp=True)
+    assert json.loads((amp_out / "run.json").read_text())["amp"] is True
+    with pytest.raises(UserError, match="holds a run made with --amp"):
+        run_suite(suite, amp_out, fmnist_root, progress=False)
+
+
+def test_bench_download_fetches_every_split_the_suite_reads_first(fmnist_root, tmp_path, monkeypatch):
+    from ctxenc import bench
+    from ctxenc.cli import main
+
+    asked = []
+    real = bench.load_dataset
+
+    def load(dataset, split, data_root=None, download=False, **kw):
+        asked.append((dataset, split, download))
+        return real(dataset, split, data_root, False, **kw)  # no internet here: the files are there already
+
+    monkeypatch.setattr(bench, "load_dataset", load)
+    suite = tmp_path / "suite.yaml"
+    suite.write_text("suite: fetch\nthreads: 1\npretexts: [{name: random}]\nprotocols: [{protocol: knn, k: 5}]\n")
+    assert main(["bench", str(suite), "--download", "--data-root", str(fmnist_root), "--out", str(tmp_path / "o"),
+                 "--no-progress"]) == 0
+    assert sorted(asked) == [("fashion_mnist", "test", True), ("fashion_mnist", "train", True)]

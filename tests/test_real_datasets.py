@@ -1,5 +1,6 @@
 """Readers of the real on-disk formats, on tiny fixtures written in those formats by the test."""
 
+import os
 import pickle
 import subprocess
 import sys
@@ -174,9 +175,10 @@ def test_imagefolder_flat_is_unlabeled_and_cached(tmp_path):
     assert len(entries) == 1
     again = load_dataset("imagefolder:streets", "train", tmp_path, load_size=32)
     assert torch.equal(first.images, again.images) and len(list((tmp_path / "cache" / "decoded").iterdir())) == 1
-    # Editing a file changes the key: the folder is decoded again.
+    # Replacing a file (written beside it, renamed over it) changes the key: the folder is decoded again.
     img = tmp_path / "streets" / "img000.png"
-    Image.new("RGB", (40, 40), (255, 0, 0)).save(img)
+    Image.new("RGB", (40, 40), (255, 0, 0)).save(img.with_name("new.png"))
+    os.replace(img.with_name("new.png"), img)
     edited = load_dataset("imagefolder:streets", "train", tmp_path, load_size=32)
     assert edited.images[0, 0].min() == 255 and len(list((tmp_path / "cache" / "decoded").iterdir())) == 2
 

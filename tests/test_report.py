@@ -51,7 +51,7 @@ def test_a_layerwise_only_suite_reports_what_it_holds(tmp_path):
     # Without a report section the columns are the headline metrics the records hold.
     out = write(tmp_path / "default", layerwise_rows())
     text = write_report(out).read_text()
-    assert (out / "bars.png").is_file() and "layerwise_probe map@conv3" in text
+    assert (out / "bars.png").is_file() and "Layer-wise probe: mAP (conv3)" in text  # titled by human names
     assert "Holm-adjusted" in text and "at this budget" in text
 
 

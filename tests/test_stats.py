@@ -87,6 +87,9 @@ def test_summaries():
     summary = summarize(records).set_index("method")
     assert summary.loc["random", "mean"] == pytest.approx(0.82) and summary.loc["random", "std"] == pytest.approx(0.02)
     assert summary.loc["random", "n"] == 3
+    # One seed: its spread is unknown, not zero.
+    one = summarize(records[records["seed"] == 0]).set_index("method")
+    assert one.loc["random", "n"] == 1 and math.isnan(one.loc["random", "std"])
 
 
 def test_pre_declared_primary_tests_are_adjusted_apart_from_the_rest():

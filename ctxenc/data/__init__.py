@@ -3,8 +3,10 @@
 Every dataset is an `ImageDataset`: uint8 images (N, C, H, W) and labels, held in memory (or
 memory-mapped from a file: STL-10's binaries, decoded VOC / image folders) so the training loop
 indexes tensors instead of calling per-sample Python. One size per dataset: images of variable
-size are brought to a square `load_size` when read. Readers: fashion_mnist, cifar, stl10, voc,
-imagefolder; geometry and augmentation: transforms.
+size are brought to a square `load_size` when read. Readers (each registers its datasets with
+`@register_dataset`): fashion_mnist, scenes, cifar, stl10, voc, imagefolder; geometry and
+augmentation: transforms. To add a dataset: write its reader module with a registered
+`load(request)`, and add the module to the import line at the bottom.
 """
 
 from __future__ import annotations
@@ -18,9 +20,6 @@ from typing import Any, Callable, Mapping
 import torch
 
 from ctxenc.errors import UserError
-
-DEBIAN_ROOT = Path("/usr/share/datasets")
-
 
 TASKS = ("single_label", "multi_label", "segmentation", "boxes", "unlabeled")
 
@@ -99,9 +98,19 @@ class DatasetInfo:
 DATASETS: dict[str, DatasetInfo] = {}
 
 
-def register_dataset(info: DatasetInfo) -> DatasetInfo:
-    DATASETS[info.name] = info
-    return info
+def register_dataset(name: str, splits: tuple[str, ...], eval_splits: tuple[str, str],
+                     tasks: tuple[str, ...] | Callable[[Path], tuple[str, ...]], **meta) -> Callable:
+    """Decorator: register `load(request) -> ImageDataset` as dataset `name` (see `DatasetInfo` for `meta`).
+
+    Each reader module registers its datasets beside its code, e.g.
+    `@register_dataset("cifar10", ("train", "test"), ("train", "test"), ("single_label",))`.
+    """
+
+    def add(load: Callable[[LoadRequest], ImageDataset]) -> Callable[[LoadRequest], ImageDataset]:
+        DATASETS[name] = DatasetInfo(name, splits, eval_splits, load, tasks, **meta)
+        return load
+
+    return add
 
 
 def dataset_spec(dataset: str | Mapping) -> tuple[str, tuple[tuple[str, Any], ...]]:
@@ -198,90 +207,9 @@ def describe_datasets() -> str:
     return "; ".join(f"{info.name} ({info.help})" if info.help else info.name for info in DATASETS.values())
 
 
-# Registration: one entry per dataset; readers are imported when a split is loaded.
-def _fashion_mnist(r: LoadRequest) -> ImageDataset:
-    from ctxenc.data.fashion_mnist import load_fashion_mnist
-
-    return load_fashion_mnist(r.split, r.root, r.download)
-
-
-def _fashion_scenes(r: LoadRequest) -> ImageDataset:
-    from ctxenc.data.fashion_mnist import load_fashion_mnist
-    from ctxenc.data.scenes import load_fashion_scenes
-
-    # Pool and train scenes are built from Fashion-MNIST's train items, test scenes from its test items.
-    items = load_fashion_mnist("test" if r.split == "test" else "train", r.root, r.download)
-    return load_fashion_scenes(r.split, r.options, items)
-
-
-def _cifar(variant: str) -> Callable[[LoadRequest], ImageDataset]:
-    def load(r: LoadRequest) -> ImageDataset:
-        from ctxenc.data.cifar import load
-
-        return load(variant, r.split, r.root, r.download)
-
-    return load
-
-
-def _stl10(r: LoadRequest) -> ImageDataset:
-    from ctxenc.data.stl10 import load
-
-    return load(r.split, r.root, r.download, r.limit)
-
-
-def _voc2007(r: LoadRequest) -> ImageDataset:
-    from ctxenc.data.voc import load_classification
-
-    return load_classification(r.split, r.root, r.download, r.limit, r.load_size)
-
-
-def _voc2012_seg(r: LoadRequest) -> ImageDataset:
-    from ctxenc.data.voc import load_segmentation
-
-    return load_segmentation(r.split, r.root, r.download, r.limit, r.load_size)
-
-
-def _imagefolder(r: LoadRequest) -> ImageDataset:
-    from ctxenc.data.imagefolder import load
-
-    if r.download and not r.folder.is_dir():
-        raise UserError(f"an image folder cannot be downloaded; {r.folder} does not exist.")
-    return load(r.name, r.split, r.folder, r.limit, r.load_size)
-
-
-def _imagefolder_tasks(folder: Path) -> tuple[str, ...]:
-    from ctxenc.data.imagefolder import task_of
-
-    return (task_of(folder),)
-
-
-def _scenes_options():
-    from ctxenc.data.scenes import ScenesConfig
-
-    return ScenesConfig
-
-
-from ctxenc.data.fashion_mnist import CLASSES as FASHION_CLASSES  # noqa: E402  (readers need ImageDataset above)
-from ctxenc.data.voc import CLASSES as VOC_CLASSES  # noqa: E402
-
-register_dataset(DatasetInfo("fashion_mnist", ("train", "test"), ("train", "test"), _fashion_mnist, ("single_label",),
-                             class_names=FASHION_CLASSES, help="default; 28x28 grey, 10 classes"))
-register_dataset(DatasetInfo("fashion_scenes", ("pool", "train", "test"), ("train", "test"), _fashion_scenes,
-                             ("multi_label", "segmentation", "boxes"), pretrain_split="pool", options=_scenes_options(),
-                             class_names=FASHION_CLASSES,
-                             help="embedded VOC-like RGB scenes; pretraining pool, labelled train, test"))
-register_dataset(DatasetInfo("cifar10", ("train", "test"), ("train", "test"), _cifar("cifar10"), ("single_label",),
-                             class_names=("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")))
-register_dataset(DatasetInfo("cifar100", ("train", "test"), ("train", "test"), _cifar("cifar100"), ("single_label",)))
-register_dataset(DatasetInfo("stl10", ("train", "test", "unlabeled", "train+unlabeled"), ("train", "test"), _stl10,
-                             ("single_label",), help="pretraining also on unlabeled or train+unlabeled"))
-register_dataset(DatasetInfo("voc2007", ("train", "val", "trainval", "test"), ("trainval", "test"), _voc2007,
-                             ("multi_label", "boxes"), class_names=VOC_CLASSES, help="multi-label classification and boxes"))
-register_dataset(DatasetInfo("voc2012_seg", ("train", "val", "trainval"), ("train", "val"), _voc2012_seg, ("segmentation",),
-                             class_names=VOC_CLASSES, help="segmentation"))
-register_dataset(DatasetInfo("imagefolder", ("train", "test", "val"), ("train", "test"), _imagefolder, _imagefolder_tasks,
-                             help="DIR itself, or imagefolder:SUB for DIR/SUB: class subfolders, or loose images for pretraining"))
-
+# Registration happens on import: each reader module registers its datasets beside its code
+# (the order here is the order `--help` and "valid names" list them).
+from ctxenc.data import fashion_mnist, scenes, cifar, stl10, voc, imagefolder  # noqa: E402,F401  (they need ImageDataset above)
 
 from ctxenc.data.transforms import to_model_input  # noqa: E402  (re-exported: the foundation's entry point)
 

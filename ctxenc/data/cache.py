@@ -4,14 +4,22 @@ VOC and image folders hold JPEG/PNG files of any size; decoding them takes minut
 decoded images (10k VOC images at 256 px: 2 GB) need not sit in memory. The first load decodes
 every file (in threads: PIL releases the GIL while decoding and resizing) into `.npy` files under
 the cache folder; later loads memory-map them, so the operating system pages in only the images
-a batch touches. The key holds each file's path, size and modification time, so an edited or
-replaced file is decoded again.
+a batch touches. The key holds each file's path, size and modification time (image folders: the
+digest of their listing, `ctxenc.data.manifest`), so an edited or replaced file is decoded again.
+
+The decoding streams: chunks of ~`CHUNK_BYTES`, at most two per thread in memory, written in
+place and recorded once on disk, so a killed build (ImageNet: an hour or more) resumes where it
+stopped instead of starting again.
 
 An entry verifies itself: beside each `.npy` a sidecar holds its size and a checksum of its
 first and last MiB (`ctxenc.io.write_check`), checked with the arrays' shapes on every open. An
 entry a full disk or an interrupted copy damaged is removed and decoded again, with a one-line
 warning. The arrays' space is reserved before decoding, so a full disk is one sentence up front,
 not a crash (SIGBUS) when a page of the memory map cannot be written.
+
+Under torchrun, rank 0 opens (or decodes) an entry while the other processes wait at a barrier,
+then they open it: a dataset is decoded once, not by every process at once. A process that then
+finds no entry (a node whose cache folder rank 0 cannot see) decodes its own.
 
 Cache folder: `$CTXENC_CACHE`, else `~/.cache/ctxenc`.
 """
@@ -23,16 +31,23 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
-from concurrent.futures import ThreadPoolExecutor
+import sys
+import time
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
+import torch
 from tqdm import tqdm
 
+from ctxenc import distributed
 from ctxenc.errors import UserError
-from ctxenc.io import atomic_write_text, cache_root, check_problem, disk_full_error, is_disk_full, warn, write_check
+from ctxenc.io import (atomic_write_text, cache_root, check_problem, disk_full_error, is_disk_full, locked, warn,
+                       write_check)
+
+CHUNK_BYTES = 8 * 2**20  # decoded bytes per chunk (~300 images at 96 px, ~40 at 256 px)
+SYNC_SECONDS = 1.0  # finished chunks are synced and recorded in groups, at most this often
 
 
 def file_fingerprint(paths: list[Path]) -> str:
@@ -54,13 +69,23 @@ def decoded_arrays(key: dict, count: int, fields: dict[str, tuple[tuple[int, ...
     """
     name = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
     folder = cache_root() / "decoded" / name
+    # Under torchrun rank 0 goes first; the others wait, then open what it wrote.
+    arrays = _open_or_decode(folder, key, count, fields, decode, desc) if distributed.is_main() else None
+    distributed.wait_for_main()
+    if not distributed.is_main():
+        arrays = _open_or_decode(folder, key, count, fields, decode, desc)
+    if arrays is None:
+        raise UserError(f"the decoded-image cache entry {folder} was damaged right after it was written; "
+                        "check the disk holding it, or set CTXENC_CACHE to another folder.")
+    return arrays
+
+
+def _open_or_decode(folder: Path, key: dict, count: int, fields: dict, decode: Callable, desc: str) -> dict[str, np.ndarray] | None:
+    """The entry's arrays, decoded first if it is missing or damaged; None if damaged right after writing."""
     arrays = _open_entry(folder, count, fields)
     if arrays is None:
         _decode_into(folder, key, count, fields, decode, desc)
         arrays = _open_entry(folder, count, fields)
-    if arrays is None:
-        raise UserError(f"the decoded-image cache entry {folder} was damaged right after it was written; "
-                        "check the disk holding it, or set CTXENC_CACHE to another folder.")
     return arrays
 
 
@@ -86,36 +111,129 @@ def _open_entry(folder: Path, count: int, fields: dict) -> dict[str, np.ndarray]
 
 
 def _decode_into(folder: Path, key: dict, count: int, fields: dict, decode: Callable, desc: str) -> None:
+    """Decode items 0..count-1 into the entry `folder`, chunk by chunk, resuming a build that was killed.
+
+    The arrays grow in `.NAME.partial/` beside the entry; `chunks.txt` there lists the chunks whose
+    bytes are on disk (synced before they are listed), so a build stopped any way, `kill -9`
+    included, decodes only the other chunks when run again. At most two chunks per thread are in
+    memory. Threads: `torch.get_num_threads()` (OMP_NUM_THREADS, a suite's `threads:`), within
+    the CPUs this process may run on. One process builds an entry at a time (a file lock); the
+    others wait and then open it.
+    """
     folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
-    try:
-        arrays = {f: np.lib.format.open_memmap(tmp / f"{f}.npy", mode="w+", dtype=dtype, shape=(count, *shape))
-                  for f, (shape, dtype) in fields.items()}
-        for f in fields:
-            _reserve(tmp / f"{f}.npy")
-
-        def fill(i: int) -> None:
-            for f, value in decode(i).items():
-                arrays[f][i] = value
-
-        workers = min(8, os.cpu_count() or 1) if count > 64 else 1
-        with ThreadPoolExecutor(workers) as pool:
-            for _ in tqdm(pool.map(fill, range(count)), total=count, desc=desc, unit="img", leave=False, disable=None):
-                pass
-        for array in arrays.values():
-            array.flush()
-        del arrays
-        for f in fields:
-            write_check(tmp / f"{f}.npy")
-        # key.json last: its presence marks a complete cache entry.
-        atomic_write_text(tmp / "key.json", json.dumps(key, sort_keys=True, indent=1))
+    with locked(folder.parent / f".{folder.name}"):  # holds .NAME.lock
+        if (folder / "key.json").is_file():  # another process built it while this one waited
+            return
+        partial = folder.parent / f".{folder.name}.partial"
+        header = json.dumps({"key": key, "count": count, "fields": fields, "chunk": _chunk_items(fields)}, sort_keys=True)
         try:
-            os.replace(tmp, folder)
-        except OSError:  # another process finished the same entry first: keep theirs
-            shutil.rmtree(tmp, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+            done = _resume(partial, header, count, fields)
+            _decode_chunks(partial, done, count, fields, decode, desc)
+        except UserError:  # a bad image or a full disk: the fix changes the key, or needs the space back
+            shutil.rmtree(partial, ignore_errors=True)
+            raise
+        for f in fields:
+            write_check(partial / f"{f}.npy")
+        # key.json last: its presence marks a complete cache entry.
+        atomic_write_text(partial / "key.json", json.dumps(key, sort_keys=True, indent=1))
+        (partial / "chunks.txt").unlink()
+        os.replace(partial, folder)
+        # Waiters hold the lock file open; each looks for key.json once it has the lock. (After a
+        # failure the lock stays: a waiter and a newcomer must not build on two different locks.)
+        (folder.parent / f".{folder.name}.lock").unlink(missing_ok=True)
+
+
+def _chunk_items(fields: dict) -> int:
+    """Items per chunk: about CHUNK_BYTES of decoded arrays, the unit of work, of memory and of resuming."""
+    item_bytes = sum(int(np.prod(shape)) * np.dtype(dtype).itemsize for shape, dtype in fields.values())
+    return max(1, min(4096, CHUNK_BYTES // item_bytes))
+
+
+def _resume(partial: Path, header: str, count: int, fields: dict) -> set[int]:
+    """The chunks a killed build of this entry completed (its arrays kept); a fresh partial entry when there is none."""
+    record = partial / "chunks.txt"
+    try:
+        lines = record.read_text().split("\n")
+        if lines[0] == header:
+            # The last line is cut short when a kill hit it while being written: it did not count.
+            done = {int(line) for line in lines[1:-1]}
+            for f, (shape, dtype) in fields.items():
+                array = np.load(partial / f"{f}.npy", mmap_mode="r")
+                if array.shape != (count, *shape) or array.dtype != dtype:
+                    raise ValueError(f"{f}.npy holds {array.dtype} {array.shape}")
+                del array
+            return done
+    except (OSError, ValueError):  # none, or not this build's: start again
+        pass
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir()
+    for f, (shape, dtype) in fields.items():
+        # Writes the header and sizes the file, sparse until `_reserve` allocates it.
+        np.lib.format.open_memmap(partial / f"{f}.npy", mode="w+", dtype=dtype, shape=(count, *shape))
+        _reserve(partial / f"{f}.npy")
+    atomic_write_text(record, header + "\n")
+    return set()
+
+
+def _decode_chunks(partial: Path, done: set[int], count: int, fields: dict, decode: Callable, desc: str) -> None:
+    """Decode the chunks not in `done`, writing each with pwrite and listing it in chunks.txt once synced."""
+    chunk = _chunk_items(fields)
+    todo = iter([c for c in range(-(-count // chunk)) if c not in done])
+    skipped = sum(min(chunk, count - c * chunk) for c in done)
+    if skipped:
+        print(f"ctxenc: {desc}: resuming an interrupted decode, {skipped} of {count} images already done.",
+              file=sys.stderr, flush=True)
+    fds = {f: os.open(partial / f"{f}.npy", os.O_RDWR) for f in fields}
+    offsets = {}
+    for f in fields:
+        array = np.load(partial / f"{f}.npy", mmap_mode="r")
+        offsets[f] = (array.offset, array[0].nbytes)
+        del array
+
+    def decode_chunk(c: int) -> tuple[int, int]:
+        start, stop = c * chunk, min(count, (c + 1) * chunk)
+        out = {f: np.empty((stop - start, *shape), dtype) for f, (shape, dtype) in fields.items()}
+        for i in range(start, stop):
+            for f, value in decode(i).items():
+                out[f][i - start] = value
+        for f, array in out.items():
+            _pwrite_all(fds[f], memoryview(array).cast("B"), offsets[f][0] + start * offsets[f][1])
+        return c, stop - start
+
+    workers = max(1, min(len(os.sched_getaffinity(0)), torch.get_num_threads()))
+    pool = ThreadPoolExecutor(workers)
+    running, finished, synced_at = set(), [], time.monotonic()
+    try:
+        with open(partial / "chunks.txt", "a") as record, \
+                tqdm(total=count, initial=skipped, desc=desc, unit="img", leave=False, disable=None) as bar:
+            while True:
+                while len(running) < 2 * workers and (c := next(todo, None)) is not None:
+                    running.add(pool.submit(decode_chunk, c))
+                if not running:
+                    break
+                ready, running = wait(running, return_when=FIRST_COMPLETED)
+                for future in ready:
+                    c, items = future.result()
+                    finished.append(c)
+                    bar.update(items)
+                # Sync in groups (every SYNC_SECONDS, and at the end): a kill loses at most that much work.
+                if finished and (not running or time.monotonic() - synced_at >= SYNC_SECONDS):
+                    for fd in fds.values():
+                        os.fdatasync(fd)
+                    record.write("".join(f"{c}\n" for c in finished))
+                    record.flush()
+                    os.fsync(record.fileno())
+                    finished, synced_at = [], time.monotonic()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        for fd in fds.values():
+            os.close(fd)
+
+
+def _pwrite_all(fd: int, data: memoryview, offset: int) -> None:
+    while data:
+        written = os.pwrite(fd, data, offset)
+        data, offset = data[written:], offset + written
 
 
 def _reserve(path: Path) -> None:

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ctxenc.data import ImageDataset
+from ctxenc.data import ImageDataset, LoadRequest, register_dataset
 from ctxenc.config import brief
 from ctxenc.errors import UserError
 
@@ -100,3 +100,14 @@ def load(variant: str, split: str, root: Path | None, download: bool = False) ->
         raise UserError(f"{folder} has {split} label {labels.max()}; {variant} labels are 0-{num_classes - 1}.")
     return ImageDataset(name=variant, split=split, images=torch.from_numpy(images),
                         labels=torch.from_numpy(labels), num_classes=num_classes, task=TASK)
+
+
+@register_dataset("cifar10", SPLITS, ("train", "test"), (TASK,),
+                  class_names=("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"))
+def load_cifar10(r: LoadRequest) -> ImageDataset:
+    return load("cifar10", r.split, r.root, r.download)
+
+
+@register_dataset("cifar100", SPLITS, ("train", "test"), (TASK,))
+def load_cifar100(r: LoadRequest) -> ImageDataset:
+    return load("cifar100", r.split, r.root, r.download)

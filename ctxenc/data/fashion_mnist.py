@@ -16,9 +16,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ctxenc.data import DEBIAN_ROOT, ImageDataset
+from ctxenc.data import ImageDataset, LoadRequest, register_dataset
 from ctxenc.errors import UserError
 
+DEBIAN_ROOT = Path("/usr/share/datasets")
 FILES = {
     "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", 60000),
     "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz", 10000),
@@ -59,6 +60,12 @@ def find_folder(root: Path | None) -> Path | None:
         if (folder / FILES["train"][0]).exists():
             return folder
     return None
+
+
+@register_dataset("fashion_mnist", ("train", "test"), ("train", "test"), ("single_label",), class_names=CLASSES,
+                  help="default; 28x28 grey, 10 classes")
+def load(r: LoadRequest) -> ImageDataset:
+    return load_fashion_mnist(r.split, r.root, r.download)
 
 
 def load_fashion_mnist(split: str, root: Path | None, download: bool = False) -> ImageDataset:

@@ -10,8 +10,9 @@ A split folder whose subfolders hold images is labelled (classes = sorted subfol
 torchvision's ImageFolder; images found recursively) and the test split must have the same
 classes; a split folder holding image files directly is unlabeled (pretraining only).
 
-Images are resized (shorter side to `load_size`, bilinear) and centre-cropped to a square when
-first read, then cached and memory-mapped (`ctxenc.data.cache`). `--limit N` takes N images
+The folder is listed once (`ctxenc.data.manifest`: no stat() per image on later loads). Images
+are resized (shorter side to `load_size`, bilinear) and centre-cropped to a square when first
+read, then cached and memory-mapped (`ctxenc.data.cache`). `--limit N` takes N images
 evenly spaced over the sorted file list, so every class of a labelled folder still appears.
 """
 
@@ -23,17 +24,13 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ctxenc.data import ImageDataset
-from ctxenc.data.cache import decoded_arrays, file_fingerprint
+from ctxenc.data import ImageDataset, LoadRequest, register_dataset
+from ctxenc.data.cache import decoded_arrays
+from ctxenc.data.manifest import folder_listing
 from ctxenc.errors import UserError
 
-EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
 SPLITS = ("train", "test")
 READER_VERSION = 1
-
-
-def is_image(path: Path) -> bool:
-    return path.is_file() and path.suffix.lower() in EXTENSIONS and not path.name.startswith(".")
 
 
 def split_folder(folder: Path, split: str) -> Path:
@@ -50,31 +47,9 @@ def split_folder(folder: Path, split: str) -> Path:
                     f"beside {folder / 'train'}.")
 
 
-def scan(folder: Path) -> tuple[list[Path], list[int] | None, list[str]]:
-    """(files, labels or None, class names): labelled when subfolders hold images, else unlabeled."""
-    loose = sorted(p for p in folder.iterdir() if is_image(p))
-    classes = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")
-                     and p.name not in ("train", "test", "val") and any(is_image(f) for f in p.rglob("*")))
-    if loose and classes:
-        raise UserError(f"{folder} mixes class subfolders ({classes[0]}/ ...) with loose images ({loose[0].name} ...); "
-                        "move the loose images into a class folder, or into a folder of their own for unlabeled data.")
-    if classes:
-        files, labels = [], []
-        for k, name in enumerate(classes):
-            found = sorted(p for p in (folder / name).rglob("*") if is_image(p))
-            files += found
-            labels += [k] * len(found)
-        return files, labels, classes
-    if not loose:
-        raise UserError(f"{folder} holds no images ({', '.join(EXTENSIONS)}): expected class subfolders of images, "
-                        "or image files directly for unlabeled data.")
-    return loose, None, []
-
-
 def task_of(folder: Path) -> str:
-    """'single_label' or 'unlabeled', from the train split's layout (no image is decoded)."""
-    _, labels, _ = scan(split_folder(folder, "train"))
-    return "unlabeled" if labels is None else "single_label"
+    """'single_label' or 'unlabeled', from the train split's listing (no image is decoded)."""
+    return "single_label" if folder_listing(split_folder(folder, "train")).classes else "unlabeled"
 
 
 def read_square(path: Path, size: int) -> np.ndarray:
@@ -95,21 +70,30 @@ def read_square(path: Path, size: int) -> np.ndarray:
 
 def load(name: str, split: str, folder: Path, limit: int | None = None, load_size: int = 256) -> ImageDataset:
     path = split_folder(folder, split)
-    files, labels, classes = scan(path)
+    listing = folder_listing(path)
     if split == "test":
-        _, _, train_classes = scan(split_folder(folder, "train"))
-        if train_classes != classes:
-            raise UserError(f"{path} has classes {classes[:3]}... but the train split has {train_classes[:3]}...; "
-                            "both splits need the same class subfolders.")
-    if limit and limit < len(files):
-        keep = np.linspace(0, len(files) - 1, limit).round().astype(int)
-        files = [files[i] for i in keep]
-        labels = None if labels is None else [labels[i] for i in keep]
-    key = {"reader": f"imagefolder-{READER_VERSION}", "folder": str(path.resolve()), "size": load_size,
-           "files": file_fingerprint(files)}
-    arrays = decoded_arrays(key, len(files), {"images": ((3, load_size, load_size), "uint8")},
-                            lambda i: {"images": read_square(files[i], load_size)}, f"decode {path.name}")
+        train_classes = folder_listing(split_folder(folder, "train")).classes
+        if train_classes != listing.classes:
+            raise UserError(f"{path} has classes {list(listing.classes[:3])}... but the train split has "
+                            f"{list(train_classes[:3])}...; both splits need the same class subfolders.")
+    keep = np.arange(len(listing))
+    if limit and limit < len(listing):
+        keep = np.linspace(0, len(listing) - 1, limit).round().astype(int)
+    # The listing's digest covers every file's path, size and mtime; `keep` follows from it and the count.
+    key = {"reader": f"imagefolder-{READER_VERSION}", "folder": str(listing.folder), "size": load_size,
+           "files": listing.digest, "items": len(keep)}
+    arrays = decoded_arrays(key, len(keep), {"images": ((3, load_size, load_size), "uint8")},
+                            lambda i: {"images": read_square(listing.files()[keep[i]], load_size)}, f"decode {path.name}")
     images = torch.from_numpy(arrays["images"])
+    labels = listing.labels()
     if labels is None:
         return ImageDataset(name, split, images, None, 0, "unlabeled")
-    return ImageDataset(name, split, images, torch.tensor(labels, dtype=torch.int64), len(classes), "single_label")
+    return ImageDataset(name, split, images, torch.from_numpy(labels[keep]), len(listing.classes), "single_label")
+
+
+@register_dataset("imagefolder", ("train", "test", "val"), ("train", "test"), lambda folder: (task_of(folder),),
+                  help="DIR itself, or imagefolder:SUB for DIR/SUB: class subfolders, or loose images for pretraining")
+def load_request(r: LoadRequest) -> ImageDataset:
+    if r.download and not r.folder.is_dir():
+        raise UserError(f"an image folder cannot be downloaded; {r.folder} does not exist.")
+    return load(r.name, r.split, r.folder, r.limit, r.load_size)

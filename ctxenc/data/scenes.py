@@ -36,7 +36,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ctxenc.data import ImageDataset
+from ctxenc.data import ImageDataset, LoadRequest, register_dataset
+from ctxenc.data.fashion_mnist import CLASSES as ITEM_CLASSES, load_fashion_mnist
 from ctxenc.errors import UserError
 from ctxenc.io import atomic_write_text, cache_root, load_verified, save_verified
 
@@ -91,6 +92,15 @@ def split_items(split: str, cfg: ScenesConfig, num_items: int) -> slice:
         return slice(0, num_items)
     labelled = min(cfg.labelled_items, num_items // 2)
     return slice(0, labelled) if split == "train" else slice(labelled, num_items)
+
+
+@register_dataset("fashion_scenes", SPLITS, ("train", "test"), ("multi_label", "segmentation", "boxes"),
+                  pretrain_split="pool", options=ScenesConfig, class_names=ITEM_CLASSES,
+                  help="embedded VOC-like RGB scenes; pretraining pool, labelled train, test")
+def load(r: LoadRequest) -> ImageDataset:
+    # Pool and train scenes are built from Fashion-MNIST's train items, test scenes from its test items.
+    items = load_fashion_mnist("test" if r.split == "test" else "train", r.root, r.download)
+    return load_fashion_scenes(r.split, r.options, items)
 
 
 def load_fashion_scenes(split: str, cfg: ScenesConfig, items: ImageDataset) -> ImageDataset:

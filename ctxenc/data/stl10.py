@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ctxenc.data import ImageDataset
+from ctxenc.data import ImageDataset, LoadRequest, register_dataset
 from ctxenc.errors import UserError
 
 FOLDER = "stl10_binary"
@@ -89,3 +89,8 @@ def load(split: str, root: Path | None, download: bool = False, limit: int | Non
         return ImageDataset("stl10", split, torch.from_numpy(images), None, CLASSES, "unlabeled")
     labels = read_labels(folder / f"{split}_y.bin", folder / f"{split}_X.bin", limit)
     return ImageDataset("stl10", split, torch.from_numpy(images), torch.from_numpy(labels), CLASSES, "single_label")
+
+
+@register_dataset("stl10", SPLITS, ("train", "test"), ("single_label",), help="pretraining also on unlabeled or train+unlabeled")
+def load_request(r: LoadRequest) -> ImageDataset:
+    return load(r.split, r.root, r.download, r.limit)

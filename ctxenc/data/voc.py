@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ctxenc.data import ImageDataset
+from ctxenc.data import ImageDataset, LoadRequest, register_dataset
 from ctxenc.data.cache import decoded_arrays, file_fingerprint
 from ctxenc.data.transforms import IGNORE_INDEX
 from ctxenc.errors import UserError
@@ -215,3 +215,14 @@ def load_segmentation(split: str, root: Path | None, download: bool = False, lim
                             f"decode VOC2012 {split}")
     return ImageDataset("voc2012_seg", split, torch.from_numpy(arrays["images"]), None, len(SEG_CLASSES), "segmentation",
                         class_maps=torch.from_numpy(arrays["maps"]))
+
+
+@register_dataset("voc2007", CLASSIFICATION_SPLITS, ("trainval", "test"), ("multi_label", "boxes"), class_names=CLASSES,
+                  help="multi-label classification and boxes")
+def load_voc2007(r: LoadRequest) -> ImageDataset:
+    return load_classification(r.split, r.root, r.download, r.limit, r.load_size)
+
+
+@register_dataset("voc2012_seg", SEGMENTATION_SPLITS, ("train", "val"), ("segmentation",), class_names=CLASSES, help="segmentation")
+def load_voc2012_seg(r: LoadRequest) -> ImageDataset:
+    return load_segmentation(r.split, r.root, r.download, r.limit, r.load_size)

@@ -50,10 +50,11 @@ class Encoder(nn.Module):
 
     @torch.no_grad()
     def feature_shapes(self) -> dict[str, tuple[int, int, int]]:
-        """{stage: (C, H, W)} for an input of `input_size`."""
+        """{stage: (C, H, W)} for an input of `input_size`, probed where the encoder's weights are."""
         was_training = self.training
         self.eval()
-        probe = torch.zeros(1, self.in_channels, self.input_size, self.input_size)
+        weight = next(self.parameters())
+        probe = torch.zeros(1, self.in_channels, self.input_size, self.input_size, device=weight.device, dtype=weight.dtype)
         shapes = {k: tuple(v.shape[1:]) for k, v in self.forward_features(probe).items()}
         self.train(was_training)
         return shapes

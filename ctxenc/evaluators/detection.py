@@ -37,7 +37,7 @@ Scores on the test split (fractions in [0, 1]): `map`, VOC2007's 11-point mAP at
 from __future__ import annotations
 
 import copy
-import math
+import functools
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -51,8 +51,8 @@ from torchvision.ops import roi_pool
 from ctxenc.encoders import Encoder
 from ctxenc.errors import UserError
 from ctxenc.evaluators.metrics import coco_map, detection_average_precision, mean_detection_ap
-from ctxenc.evaluators.features import recalibrated
-from ctxenc.evaluators.selection import Selected, carve_validation, check_schedule, margin
+from ctxenc.evaluators.features import device_of, recalibrated
+from ctxenc.evaluators.selection import carve_validation, check_schedule, train_and_select
 from ctxenc.io import atomic_write
 
 MODES = ("finetune", "frozen")
@@ -221,77 +221,19 @@ def predict(model: FasterRCNN, images: torch.Tensor, batch_size: int = 64) -> li
 def training_batch(images: torch.Tensor, truth: list[dict], idx: torch.Tensor, flip: bool, gen: torch.Generator,
                    device: torch.device) -> tuple[list[torch.Tensor], list[dict[str, torch.Tensor]]]:
     """Images and torchvision targets (labels + 1; difficult objects left out, as Fast R-CNN trains) of a batch,
-    each image flipped horizontally with probability 0.5 when `flip`."""
+    on `device`, each image flipped horizontally with probability 0.5 when `flip` (drawn from `gen` on the CPU)."""
     size = images.shape[-1]
-    flips = (torch.rand(len(idx), generator=gen) < 0.5).tolist() if flip else [False] * len(idx)
-    batch, targets = [], []
-    for i, f in zip(idx.tolist(), flips):
+    flips = torch.rand(len(idx), generator=gen) < 0.5 if flip else torch.zeros(len(idx), dtype=torch.bool)
+    batch = images[idx].to(device)  # one copy for the batch; its flips are made there
+    batch = torch.where(flips.to(device).view(-1, 1, 1, 1), batch.flip(-1), batch)
+    targets = []
+    for i, f in zip(idx.tolist(), flips.tolist()):
         keep = ~truth[i]["difficult"]
         xyxy = truth[i]["boxes"][keep]
-        image = images[i]
         if f:
-            image, xyxy = image.flip(-1), torch.stack([size - xyxy[:, 2], xyxy[:, 1], size - xyxy[:, 0], xyxy[:, 3]], 1)
-        batch.append(image.to(device))
+            xyxy = torch.stack([size - xyxy[:, 2], xyxy[:, 1], size - xyxy[:, 0], xyxy[:, 3]], 1)
         targets.append({"boxes": xyxy.to(device), "labels": (truth[i]["labels"][keep] + 1).to(device)})
-    return batch, targets
-
-
-def train_and_select(build, images: torch.Tensor, truth: list[dict], fit: torch.Tensor, val: torch.Tensor,
-                     num_classes: int, cfg: DetectionConfig, device: torch.device) -> tuple[Selected, int]:
-    """For each learning rate, a fresh `build()` trained on `fit` with SGD; each plateau of `patience` epochs
-    without a better validation mAP drops the rate 10x, `cfg.decays` times, and the next one (or `max_epochs`)
-    ends the run. -> (the model, learning rate and epoch of the best validation mAP; the drops made before it)."""
-    val_truth = [truth[i] for i in val.tolist()]
-    scorable = any((~t["difficult"]).any() for t in val_truth)
-    batch_size = min(cfg.batch_size, len(fit))
-    steps_per_epoch = max(1, len(fit) // batch_size)
-    best: Selected | None = None
-    best_drops = 0
-    best_by_lr: dict[float, float] = {}
-    for lr in cfg.lrs:
-        torch.manual_seed(cfg.seed)
-        model = build()
-        opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=lr, momentum=cfg.momentum,
-                              weight_decay=cfg.weight_decay)
-        warmup = torch.optim.lr_scheduler.LinearLR(opt, start_factor=1e-3, total_iters=steps_per_epoch)
-        gen = torch.Generator().manual_seed(cfg.seed)
-        run_best, since_best, drops = -math.inf, 0, 0
-        for epoch in range(1, cfg.max_epochs + 1):
-            model.train()
-            order = fit[torch.randperm(len(fit), generator=gen)]
-            finite = True
-            for i in range(steps_per_epoch):
-                batch, targets = training_batch(images, truth, order[i * batch_size : (i + 1) * batch_size], cfg.flip, gen, device)
-                loss = sum(model(batch, targets).values())
-                if not torch.isfinite(loss):
-                    finite = False
-                    break
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                warmup.step()  # the factor stays 1 after the first epoch
-            if not finite:
-                break
-            score = mean_detection_ap(predict(model, images[val]), val_truth, num_classes) if scorable else 0.0
-            if best is None or score > best.val_score:
-                best, best_drops = Selected(copy.deepcopy(model), lr, epoch, score, cfg.max_epochs), drops
-            if score > run_best:
-                run_best, since_best = score, 0
-                continue
-            since_best += 1
-            if since_best < cfg.patience:
-                continue
-            if drops == cfg.decays:
-                break
-            drops, since_best = drops + 1, 0
-            for group in opt.param_groups:
-                group["lr"] *= 0.1
-        if run_best > -math.inf:
-            best_by_lr[lr] = run_best
-    if best is None:
-        raise UserError(f"detection training diverged in the first epoch at every learning rate of {cfg.lrs}; try smaller ones.")
-    best.lr_margin = margin(best_by_lr, best.lr)
-    return best, best_drops
+    return list(batch), targets
 
 
 def detection(encoder: Encoder, train: tuple[torch.Tensor, torch.Tensor], test: tuple[torch.Tensor, torch.Tensor],
@@ -313,13 +255,28 @@ def detection(encoder: Encoder, train: tuple[torch.Tensor, torch.Tensor], test: 
         raise UserError("detection needs training images with boxes, and none of them has one that is not difficult.")
     num_classes = int(max(boxes[..., 0].max(), test_boxes[..., 0].max())) + 1
     size = images.shape[-1]
-    device = next(encoder.parameters()).device  # batches go where the encoder is (--device)
+    device = device_of(encoder)  # the detector, its batches, flips and targets go where the encoder is (--device)
 
     if cfg.mode == "frozen":  # frozen features on honest BatchNorm statistics, as every frozen protocol
         encoder = recalibrated(encoder, images)
+
+    def loss_fn(model, idx, gen):
+        return sum(model(*training_batch(images, truth, idx, cfg.flip, gen, device)).values())
+
+    def score_fn(model, idx):
+        """Validation mAP (0 when no validation image has a box that is not difficult)."""
+        val_truth = [truth[i] for i in idx.tolist()]
+        if not any((~t["difficult"]).any() for t in val_truth):
+            return 0.0
+        return mean_detection_ap(predict(model, images[idx]), val_truth, num_classes)
+
     fit, val = carve_validation(len(images), 1.0, cfg.val_fraction, cfg.seed)
-    best, drops = train_and_select(lambda: build_detector(encoder, num_classes, size, cfg).to(device), images, truth, fit, val,
-                            num_classes, cfg, device)
+    best = train_and_select(
+        build=lambda: build_detector(encoder, num_classes, size, cfg).to(device), loss_fn=loss_fn, score_fn=score_fn,
+        fit=fit, val=val, lrs=cfg.lrs, max_epochs=cfg.max_epochs, patience=cfg.patience, batch_size=cfg.batch_size,
+        optimizer=functools.partial(torch.optim.SGD, momentum=cfg.momentum, weight_decay=cfg.weight_decay),
+        seed=cfg.seed, decays=cfg.decays, warmup=True,
+    )
     predictions = predict(best.model, test_images)
     if cfg.predictions_out:
         shown = predictions[:PREDICTION_FIGURE_IMAGES]
@@ -334,5 +291,5 @@ def detection(encoder: Encoder, train: tuple[torch.Tensor, torch.Tensor], test: 
         "map_auc": mean_detection_ap(predictions, test_truth, num_classes, 0.5, "area"),
         "map_coco": coco_map(predictions, test_truth, num_classes),
         **{f"ap/{k}": ap for k, ap in enumerate(per_class) if ap is not None},
-        "val_map": best.val_score, **best.metrics(cfg.lrs), "lr_drops": float(drops),
+        "val_map": best.val_score, **best.metrics(cfg.lrs), "lr_drops": float(best.lr_drops),
     }

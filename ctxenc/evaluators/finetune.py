@@ -14,6 +14,7 @@ most frequent training class). A method that does not beat them has learnt nothi
 from __future__ import annotations
 
 import copy
+import functools
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -95,15 +96,14 @@ def finetune(encoder: Encoder, train: tuple[torch.Tensor, torch.Tensor], test: t
     metric = "map" if multi_label else "accuracy"
     num_outputs = labels.shape[1] if multi_label else int(max(labels.max(), test[1].max())) + 1
 
-    device = device_of(encoder)  # batches go where the encoder is (--device)
+    device = device_of(encoder)  # the model, its batches, flips and targets go where the encoder is (--device)
 
     def loss_fn(model, idx, gen):
-        x, y = images[idx], labels[idx]
-        if cfg.flip:
-            flip = torch.rand(len(x), generator=gen) < 0.5
+        x, y = images[idx].to(device), labels[idx].to(device)
+        if cfg.flip:  # drawn on the CPU from the run's seeded generator, applied on the device
+            flip = (torch.rand(len(x), generator=gen) < 0.5).to(device)
             x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
-        logits = model(x.to(device))
-        y = y.to(device)
+        logits = model(x)
         if multi_label:  # entries of -1 (VOC's "difficult only") do not count
             return F.binary_cross_entropy_with_logits(logits, y.clamp_min(0), weight=(y >= 0).float())
         return F.cross_entropy(logits, y)
@@ -118,10 +118,11 @@ def finetune(encoder: Encoder, train: tuple[torch.Tensor, torch.Tensor], test: t
     for fraction in cfg.label_fractions:
         fit, val = carve_validation(len(images), fraction, cfg.val_fraction, cfg.seed)
         chosen = train_and_select(
-            build=lambda: Classifier(copy.deepcopy(encoder), num_outputs, cfg.grid),
+            build=lambda: Classifier(copy.deepcopy(encoder), num_outputs, cfg.grid).to(device),
             loss_fn=loss_fn, score_fn=lambda model, idx: score(model, images[idx], labels[idx]),
             fit=fit, val=val, lrs=cfg.lrs, max_epochs=cfg.max_epochs, patience=cfg.patience,
-            batch_size=cfg.batch_size, weight_decay=cfg.weight_decay, seed=cfg.seed, min_steps=cfg.min_steps,
+            batch_size=cfg.batch_size, optimizer=functools.partial(torch.optim.Adam, weight_decay=cfg.weight_decay),
+            seed=cfg.seed, min_steps=cfg.min_steps,
             val_every_steps=cfg.val_every_steps,
         )
         p = percent(fraction)

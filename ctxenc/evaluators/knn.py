@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from ctxenc.encoders import Encoder
 from ctxenc.errors import UserError
-from ctxenc.evaluators.features import extract_features, recalibrated
+from ctxenc.evaluators.features import device_of, extract_features, recalibrated
 from ctxenc.evaluators.finetune import trivial_reference
 
 
@@ -42,7 +42,7 @@ def knn_classifier(train_features: torch.Tensor, train_labels: torch.Tensor, tes
     for i in range(0, len(test_features), chunk):
         sims = test_features[i : i + chunk] @ train_features.T  # (chunk, N)
         top_sims, top_idx = sims.topk(k, dim=1)
-        votes = torch.zeros(len(top_sims), num_classes)
+        votes = torch.zeros(len(top_sims), num_classes, device=top_sims.device)
         votes.scatter_add_(1, train_labels[top_idx], (top_sims / temperature).exp())
         predictions.append(votes.argmax(1))
     return torch.cat(predictions)
@@ -54,8 +54,9 @@ def knn(encoder: Encoder, train: tuple[torch.Tensor, torch.Tensor], test: tuple[
     if train[1].dim() != 1:
         raise UserError("knn classifies single-label data only; use linear_probe or finetune for multi-label data.")
     encoder = recalibrated(encoder, train[0])
-    x_train = extract_features(encoder, train[0], cfg.stage, cfg.grid)
-    x_test = extract_features(encoder, test[0], cfg.stage, cfg.grid)
+    device = device_of(encoder)  # the features and the vote live where the encoder is (--device)
+    x_train = extract_features(encoder, train[0], cfg.stage, cfg.grid).to(device)
+    x_test = extract_features(encoder, test[0], cfg.stage, cfg.grid).to(device)
     num_classes = int(max(train[1].max(), test[1].max())) + 1
-    predicted = knn_classifier(x_train, train[1], x_test, cfg.k, cfg.temperature, num_classes)
+    predicted = knn_classifier(x_train, train[1].to(device), x_test, cfg.k, cfg.temperature, num_classes).cpu()
     return {"accuracy": (predicted == test[1]).float().mean().item(), **trivial_reference(train[1], test[1])}

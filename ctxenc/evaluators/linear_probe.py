@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from ctxenc.encoders import Encoder
 from ctxenc.errors import UserError
-from ctxenc.evaluators.features import extract_features, recalibrated
+from ctxenc.evaluators.features import device_of, extract_features, recalibrated
 from ctxenc.evaluators.finetune import trivial_reference
 from ctxenc.evaluators.metrics import mean_average_precision
 
@@ -55,7 +55,7 @@ def fit_logistic(x: torch.Tensor, y: torch.Tensor, num_classes: int, weight_deca
     class, summed over classes; entries of -1, VOC's "difficult only", do not count).
     """
     torch.manual_seed(0)
-    head = torch.nn.Linear(x.shape[1], num_classes)
+    head = torch.nn.Linear(x.shape[1], num_classes, device=x.device)
     torch.nn.init.zeros_(head.weight)
     torch.nn.init.zeros_(head.bias)
     opt = torch.optim.LBFGS(head.parameters(), lr=1.0, max_iter=max_iter, history_size=20, line_search_fn="strong_wolfe")
@@ -103,15 +103,16 @@ def linear_probe(encoder: Encoder, train: tuple[torch.Tensor, torch.Tensor], tes
 
 def probe_stage(encoder: Encoder, train: tuple[torch.Tensor, torch.Tensor], test: tuple[torch.Tensor, torch.Tensor],
                 stage: str | None, cfg: LinearProbeConfig) -> dict[str, float]:
-    x_train = extract_features(encoder, train[0], stage, cfg.grid)
-    x_test = extract_features(encoder, test[0], stage, cfg.grid)
-    y_train, y_test = train[1], test[1]
+    device = device_of(encoder)  # features, labels and the probe live where the encoder is (--device)
+    x_train = extract_features(encoder, train[0], stage, cfg.grid).to(device)
+    x_test = extract_features(encoder, test[0], stage, cfg.grid).to(device)
+    y_train, y_test = train[1].to(device), test[1].to(device)
     multi_label = y_train.dim() == 2
     metric = "map" if multi_label else "accuracy"
     num_classes = y_train.shape[1] if multi_label else int(max(y_train.max(), y_test.max())) + 1
 
     # Validation split from train, seeded; standardised with statistics of the fitting part only.
-    order = torch.randperm(len(x_train), generator=torch.Generator().manual_seed(cfg.seed))
+    order = torch.randperm(len(x_train), generator=torch.Generator().manual_seed(cfg.seed)).to(device)
     n_val = max(1, int(cfg.val_fraction * len(x_train)))
     val, fit = order[:n_val], order[n_val:]
     mean, std = x_train[fit].mean(0), x_train[fit].std(0).clamp_min(1e-6)

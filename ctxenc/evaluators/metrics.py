@@ -52,13 +52,13 @@ def average_precision(scores: torch.Tensor, targets: torch.Tensor, interpolation
     s, y = scores[order], targets[order].double()
     tps, fps = y.cumsum(0), (1 - y).cumsum(0)
     # The last index of each run of equal scores: one threshold per distinct score.
-    last = torch.cat([torch.nonzero(s[1:] != s[:-1]).flatten(), torch.tensor([len(s) - 1])])
+    last = torch.cat([torch.nonzero(s[1:] != s[:-1]).flatten(), torch.tensor([len(s) - 1], device=s.device)])
     tp, fp = tps[last], fps[last]
     precision = tp / (tp + fp)
     recall = tp / tp[-1]
     if interpolation == "11point":
         return eleven_point(precision, recall)
-    steps = torch.diff(recall, prepend=torch.zeros(1, dtype=recall.dtype))
+    steps = torch.diff(recall, prepend=recall.new_zeros(1))
     return float((steps * precision).sum())
 
 

@@ -20,6 +20,7 @@ background everywhere is returned beside the scores (`miou_all_background`,
 from __future__ import annotations
 
 import copy
+import functools
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -122,14 +123,14 @@ def segmentation(encoder: Encoder, train: tuple[torch.Tensor, torch.Tensor], tes
     size = images.shape[-1]
     channels = {s: encoder.feature_shapes()[s][0] for s in stages}
     frozen = cfg.mode == "frozen"
-    device = device_of(encoder)  # batches go where the encoder is (--device)
+    device = device_of(encoder)  # the model, its batches, flips, targets and confusion matrices go where the encoder is
 
     if frozen:
         encoder = recalibrated(encoder, images)
         train_inputs, test_inputs = stage_maps(encoder, images, stages), stage_maps(encoder, test[0], stages)
 
         def build():
-            return FCNHead(channels, num_classes, size)
+            return FCNHead(channels, num_classes, size).to(device)
 
         def forward(model, inputs, idx):
             return model({s: inputs[s][idx].to(device) for s in stages})
@@ -137,32 +138,39 @@ def segmentation(encoder: Encoder, train: tuple[torch.Tensor, torch.Tensor], tes
         train_inputs, test_inputs = images, test[0]
 
         def build():
-            return FCN(copy.deepcopy(encoder), FCNHead(channels, num_classes, size))
+            return FCN(copy.deepcopy(encoder), FCNHead(channels, num_classes, size)).to(device)
 
         def forward(model, inputs, idx):
             return model(inputs[idx].to(device))
 
     def loss_fn(model, idx, gen):
-        target = maps[idx]
-        if cfg.flip and not frozen:
-            flip = torch.rand(len(idx), generator=gen) < 0.5
-            x = torch.where(flip.view(-1, 1, 1, 1), images[idx].flip(-1), images[idx])
+        target = maps[idx].to(device)
+        if cfg.flip and not frozen:  # drawn on the CPU from the run's seeded generator, applied on the device
+            flip = (torch.rand(len(idx), generator=gen) < 0.5).to(device)
+            x = images[idx].to(device)
+            x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
             target = torch.where(flip.view(-1, 1, 1), target.flip(-1), target)
-            scores = model(x.to(device))
+            scores = model(x)
         else:
             scores = forward(model, train_inputs, idx)
-        return F.cross_entropy(scores, target.to(device), ignore_index=cfg.ignore_index)
+        return F.cross_entropy(scores, target, ignore_index=cfg.ignore_index)
 
+    @torch.no_grad()
     def confusion(model, inputs, targets, idx):
-        predicted = batched(lambda chunk: forward(model, inputs, chunk).argmax(1), idx, 500)
-        return confusion_matrix(predicted, targets[idx], num_classes, cfg.ignore_index)
+        """(K, K) on the CPU, counted on the device chunk by chunk: only the counts leave it, not the maps."""
+        total = torch.zeros(num_classes, num_classes, dtype=torch.long, device=device)
+        for chunk in idx.split(500):
+            predicted = forward(model, inputs, chunk).argmax(1)
+            total += confusion_matrix(predicted, targets[chunk].to(device), num_classes, cfg.ignore_index)
+        return total.cpu()
 
     fit, val = carve_validation(len(images), 1.0, cfg.val_fraction, cfg.seed)
     chosen = train_and_select(
         build=build, loss_fn=loss_fn,
         score_fn=lambda model, idx: segmentation_scores(confusion(model, train_inputs, maps, idx))["miou"],
         fit=fit, val=val, lrs=cfg.lrs, max_epochs=cfg.max_epochs, patience=cfg.patience,
-        batch_size=cfg.batch_size, weight_decay=cfg.weight_decay, seed=cfg.seed,
+        batch_size=cfg.batch_size, optimizer=functools.partial(torch.optim.Adam, weight_decay=cfg.weight_decay),
+        seed=cfg.seed,
     )
     scores = segmentation_scores(confusion(chosen.model.eval(), test_inputs, test_maps, torch.arange(len(test_maps))))
     background = segmentation_scores(confusion_matrix(torch.zeros_like(test_maps), test_maps, num_classes, cfg.ignore_index))

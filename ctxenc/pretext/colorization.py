@@ -42,8 +42,10 @@ class ColorizationConfig:
 
 def luma(images: torch.Tensor) -> torch.Tensor:
     """images: (B, 3, H, W) RGB in [-1, 1] -> the Rec. 601 luma, replicated, (B, 3, H, W) in [-1, 1]."""
-    weights = torch.tensor(LUMA, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
-    return (images * weights).sum(1, keepdim=True).expand_as(images)
+    # Weighted channels summed with Python floats, not a weight tensor, which would be copied from
+    # the host at every step.
+    r, g, b = images.unbind(1)
+    return (LUMA[0] * r + LUMA[1] * g + LUMA[2] * b).unsqueeze(1).expand_as(images)
 
 
 @register_pretext

@@ -113,11 +113,19 @@ class PatchGrid:
         """draws: (B, 7) from `sample` -> top-left corners (B, 2) as (y, x) of the centre patch and
         of the neighbour patch."""
         step = self.patch + self.gap
-        cells = torch.tensor(NEIGHBOURS, device=draws.device)[draws[:, 0]]  # (B, 2) row, column
+        cells = neighbour_cells(draws[:, 0])
         offset = draws[:, 5:7]
         centre = offset + step + draws[:, 1:3]
         neighbour = offset + cells * step + draws[:, 3:5]
         return centre, neighbour
+
+
+def neighbour_cells(labels: torch.Tensor) -> torch.Tensor:
+    """labels: int64 (B,) in 0..7 -> NEIGHBOURS[labels], (B, 2) row and column, computed where the
+    labels are (a lookup table would be copied from the host at every step): the cells of the
+    3x3 grid in reading order, skipping the centre (cell 4)."""
+    cell = labels + (labels >= 4).long()
+    return torch.stack([cell // 3, cell % 3], dim=1)
 
 
 def crop(images: torch.Tensor, corners: torch.Tensor, side: int) -> torch.Tensor:

@@ -1,6 +1,7 @@
 """Image figures rendered from tensors: inpainting grids, scenes with their annotations, and
 detections beside the true boxes. Nothing here loads data or checkpoints (ctxenc/results/samples.py
-does); every function takes tensors and writes one PNG."""
+does); every function takes tensors and writes one figure with `save_figure`: a PNG and a vector
+PDF beside it."""
 
 from __future__ import annotations
 
@@ -12,6 +13,32 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
+
+from ctxenc.results.names import wrap  # noqa: E402
+
+PNG_DPI = 200  # at a paper's column width (3.3 in) a 200 dpi bitmap still prints sharp
+
+
+def save_figure(fig, out: str | Path) -> Path:
+    """Write `fig` to `out` (a .png, at PNG_DPI) and to the same name with .pdf (vector), then close it.
+
+    The PDF embeds TrueType fonts (pdf.fonttype 42): publishers reject the Type 3 fonts matplotlib
+    uses by default. Neither file records its creation time, so an unchanged figure redraws
+    byte-identical and a committed report shows no spurious diff.
+    """
+    out = Path(out)
+    fig.savefig(out, dpi=PNG_DPI, metadata={"Software": None})
+    with matplotlib.rc_context({"pdf.fonttype": 42}):
+        fig.savefig(out.with_suffix(".pdf"), metadata={"CreationDate": None, "Producer": None, "Creator": None})
+    plt.close(fig)
+    return out
+
+
+def figure_link(alt: str, png: str | Path) -> str:
+    """Markdown showing the PNG, with a link to its vector PDF when one is beside it."""
+    png = Path(png)
+    pdf = png.with_suffix(".pdf")
+    return f"![{alt}]({png.name})" + (f" ([PDF]({pdf.name}))" if pdf.is_file() else "")
 
 
 def to_display(x: torch.Tensor):
@@ -46,12 +73,10 @@ def inpainting_grid(rows: list[tuple[str, torch.Tensor, torch.Tensor, torch.Tens
             for i in range(n):
                 axes[3 * r + j, i].imshow(to_display(batch[i]), cmap="gray", vmin=0, vmax=1)
                 _hide_ticks(axes[3 * r + j, i])
-            axes[3 * r + j, 0].set_ylabel(name if j else f"{label.replace('/', chr(10))}\n{name}", fontsize=7,
+            axes[3 * r + j, 0].set_ylabel(name if j else f"{wrap(label, 18)}\n{name}", fontsize=7,
                                           rotation=0, ha="right", va="center")
     fig.tight_layout()
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return Path(out)
+    return save_figure(fig, out)
 
 
 def image_rows(rows: dict[str, torch.Tensor], out: str | Path) -> Path:
@@ -62,11 +87,9 @@ def image_rows(rows: dict[str, torch.Tensor], out: str | Path) -> Path:
         for i in range(n):
             axes[r, i].imshow(to_display(batch[i]), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
             _hide_ticks(axes[r, i])
-        axes[r, 0].set_ylabel(label.replace(", ", ",\n"), fontsize=7, rotation=0, ha="right", va="center")
+        axes[r, 0].set_ylabel(wrap(label, 18), fontsize=7, rotation=0, ha="right", va="center")
     fig.tight_layout()
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return Path(out)
+    return save_figure(fig, out)
 
 
 def _palette(n_classes: int) -> list[tuple]:
@@ -117,9 +140,7 @@ def scenes_figure(images: torch.Tensor, class_maps: torch.Tensor, boxes: torch.T
     handles += [Patch(color="black", label="background"), Patch(facecolor="white", edgecolor="grey", label="ignore")]
     fig.legend(handles=handles, loc="lower center", ncol=6, fontsize=7, frameon=False)
     fig.tight_layout(rect=(0, 0.1, 1, 1))
-    fig.savefig(out, dpi=130)
-    plt.close(fig)
-    return Path(out)
+    return save_figure(fig, out)
 
 
 def detections_figure(images: torch.Tensor, true_boxes: torch.Tensor, predictions: dict[str, dict],
@@ -153,9 +174,7 @@ def detections_figure(images: torch.Tensor, true_boxes: torch.Tensor, prediction
                 if score >= min_score:
                     _draw_box(ax, int(cls), *box, class_names, palette[int(cls) + 1 if 0 <= cls < len(class_names) else 0],
                               text=f"{score:.2f}", inclusive=False)
-        axes[r, 0].set_ylabel(label.replace("/", "\n"), fontsize=7, rotation=0, ha="right", va="center")
+        axes[r, 0].set_ylabel(wrap(label, 18), fontsize=7, rotation=0, ha="right", va="center")
     fig.suptitle(f"true boxes (dashed) and predictions with score ≥ {min_score:g} (first seed)", fontsize=9)
     fig.tight_layout()
-    fig.savefig(out, dpi=130)
-    plt.close(fig)
-    return Path(out)
+    return save_figure(fig, out)

@@ -14,10 +14,10 @@ import pandas as pd
 import torch
 
 from ctxenc.evaluators.inpainting import METHODS
-from ctxenc.results.figures import highlight, image_rows
+from ctxenc.results.figures import figure_link, highlight, image_rows
 from ctxenc.results.provenance import commit_warning, limit_warning, provenance_lines, run_limit
 from ctxenc.results.samples import classical_completions
-from ctxenc.results.tables import write_tables
+from ctxenc.results.tables import mean_cell, write_tables
 
 CLASSICAL = {"mean_fill": "Mean fill", "biharmonic": "Biharmonic inpainting", "nn_hog": "NN inpainting, HOG features"}
 
@@ -56,10 +56,10 @@ def order(frame: pd.DataFrame) -> list[str]:
 
 def table1(records: pd.DataFrame) -> pd.DataFrame:
     """Rows = methods in Table 1's order; "mean ± std" over seeds for the learned ones (the
-    classical ones are deterministic: one number); the paper's columns beside ours."""
+    classical ones are deterministic: one number; one seed: "n = 1", no ±); the paper's columns beside ours."""
     frame = inpainting_rows(records)
     learned = ~frame["method_key"].isin(CLASSICAL)
-    stats = frame.groupby(["method", "measure"])["value"].agg(["mean", "std"]).fillna(0.0)
+    stats = frame.groupby(["method", "measure"])["value"].agg(["mean", "std"])
     seeds = frame[learned].groupby("method")["seed"].nunique()
     rows = []
     for method in order(frame):
@@ -68,7 +68,7 @@ def table1(records: pd.DataFrame) -> pd.DataFrame:
             if (method, measure) not in stats.index:
                 continue
             mean, std = stats.loc[(method, measure)] * scale
-            row[name] = f"{mean:.{digits}f}" if row["seeds"] == "deterministic" else f"{mean:.{digits}f} ± {std:.{digits}f}"
+            row[name] = f"{mean:.{digits}f}" if row["seeds"] == "deterministic" else mean_cell(mean, std, row["seeds"], digits)
         rows.append(row)
     table = pd.DataFrame(rows).set_index("method")
     paper = PAPER_TABLE1.rename(columns=lambda c: f"paper {c}")
@@ -145,9 +145,9 @@ def write_inpainting_report(out_dir: Path, records: pd.DataFrame, data_root=None
         f"Inpainting on `{records['dataset'].iloc[0]}` test images with a central hole, encoder "
         f"`{records['encoder'].iloc[0]}`; metrics over the hole, images in [0, 1] (definitions in "
         "`ctxenc/evaluators/inpainting.py`). Learned rows: mean ± std over seeds "
-        f"{sorted(frame['seed'].unique().tolist())} (std with ddof = 1); the classical rows are "
-        "deterministic. Paper columns: Pathak et al. 2016, Table 1 (Paris StreetView, 128 px, "
-        "64 px hole), beside the row that corresponds. Raw rows: [records.csv](records.csv); tables: "
+        f"{sorted(frame['seed'].unique().tolist())} (std with ddof = 1; one seed reads n = 1, no ±: its spread "
+        "is unknown); the classical rows are deterministic. Paper columns: Pathak et al. 2016, Table 1 "
+        "(Paris StreetView, 128 px, 64 px hole), beside the row that corresponds. Raw rows: [records.csv](records.csv); tables: "
         "[table.md](table.md), [table.tex](table.tex).",
         "",
         "## Table 1",
@@ -161,7 +161,7 @@ def write_inpainting_report(out_dir: Path, records: pd.DataFrame, data_root=None
         *comparison_lines(records),
     ]
     if grid:
-        lines += ["", "## The same test images, one row per method (first seed)", "", f"![inpainting grid]({grid.name})"]
+        lines += ["", "## The same test images, one row per method (first seed)", "", figure_link("inpainting grid", grid)]
     lines += ["", "## Provenance", "", *provenance_lines(records)]
     (out_dir / "report.md").write_text("\n".join(lines) + "\n")
     return out_dir / "report.md"

@@ -1,9 +1,12 @@
-"""Charts rendered from records: bars per method, curves over label fractions or encoder stages,
-and transfer against pretraining length. Each returns the PNG it wrote, or None when the records
-hold nothing to draw (a report then skips the figure)."""
+"""Charts rendered from records: bars per method, paired differences with their intervals, curves
+over label fractions or encoder stages, and transfer against pretraining length. Each writes a PNG
+and a vector PDF beside it (`save_figure`) and returns the PNG's path, or None when the records
+hold nothing to draw (a report then skips the figure). Methods, protocols and metrics are printed
+by their human names (`Names`, from the suite's `report: display:`)."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import matplotlib
@@ -12,13 +15,18 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
 
+from ctxenc.results.figures import save_figure  # noqa: E402
+from ctxenc.results.names import Names, wrap  # noqa: E402
 from ctxenc.results.records import with_methods  # noqa: E402
 from ctxenc.results.tables import method_order, qualifiers, summarize  # noqa: E402
 
 COLORS = plt.cm.tab10.colors
 MARKERS = ["o", "s", "^", "D"]
 LINES = ["-", "--", ":", "-."]
+TICK_FONT = 7
+CHARS_PER_INCH = 17  # of 7 pt text: how many characters fit across an inch
 
 
 def line_style(i: int) -> dict:
@@ -29,17 +37,32 @@ def line_style(i: int) -> dict:
             "linestyle": LINES[cycle % len(LINES)]}
 
 
-def short_name(method: str) -> str:
-    """context_encoder/random_region/l2 -> 'CE\nrandom_\nregion\nl2': tick labels broken after '/',
-    '_' and '=', narrow enough not to run into their neighbours."""
-    return method.replace("context_encoder/", "CE\n").replace("/", "\n").replace("_", "_\n").replace("=", "=\n")
+def lines_needed(labels: list[str], width: int) -> int:
+    return max(wrap(label, width).count("\n") + 1 for label in labels)
 
 
-def bar_plot(records: pd.DataFrame, out: str | Path, panels: list[dict], scale: float = 100.0) -> Path | None:
+def method_ticks(ax, labels: list[str], slot_inches: float) -> None:
+    """Method names under the bars, wrapped at word boundaries only. Upright when every name fits
+    a bar's slot in 3 lines; otherwise slanted at 45 degrees, in as few lines as the gap between
+    neighbouring labels holds, so no name is cut and no two overlap."""
+    width = max(6, int(slot_inches * CHARS_PER_INCH))
+    if lines_needed(labels, width) <= 3:
+        ax.set_xticks(range(len(labels)), [wrap(label, width) for label in labels], fontsize=TICK_FONT)
+        return
+    gap_points = slot_inches * 72 * math.sin(math.radians(45))  # between neighbouring slanted labels
+    fits = max(1, int(gap_points // (TICK_FONT * 1.6)))  # lines of text, with room between labels
+    width = next((w for w in range(16, 80) if lines_needed(labels, w) <= fits), 80)
+    ax.set_xticks(range(len(labels)), [wrap(label, width) for label in labels], fontsize=TICK_FONT,
+                  rotation=45, ha="right", rotation_mode="anchor")
+
+
+def bar_plot(records: pd.DataFrame, out: str | Path, panels: list[dict], names: Names = Names(),
+             scale: float = 100.0) -> Path | None:
     """One panel per entry {title, protocol, metric, references?} that the records hold: the
     metric by method, mean over seeds with std error bars and seeds as dots, the value axis from
     zero, each trivial reference ({name: value}) a dashed line, the mean written above the
-    highest of its error bar and its dots. None when no panel has records."""
+    highest of its error bar and its dots. A method with one seed has no error bar (its spread is
+    unknown) and says "n = 1". None when no panel has records."""
     summary = summarize(records)
     points = with_methods(records)
     panels = [p for p in panels if ((summary["protocol"] == p["protocol"]) & (summary["metric"] == p["metric"])).any()]
@@ -48,9 +71,12 @@ def bar_plot(records: pd.DataFrame, out: str | Path, panels: list[dict], scale: 
     methods = method_order(points["method"])
     ncols = min(len(panels), 2)
     nrows = -(-len(panels) // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(max(5.2, 0.75 * len(methods) + 1.5) * ncols, 4.2 * nrows), squeeze=False)
+    panel_width = max(4.5, 0.55 * len(methods) + 1.0)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(panel_width * ncols, 4.6 * nrows), squeeze=False,
+                             layout="constrained")
     for ax in axes.flat[len(panels):]:
         ax.set_visible(False)
+    single = False
     for ax, panel in zip(axes.flat, panels):
         mine = (summary["protocol"] == panel["protocol"]) & (summary["metric"] == panel["metric"])
         rows = summary[mine].set_index("method").reindex(methods)
@@ -63,10 +89,12 @@ def bar_plot(records: pd.DataFrame, out: str | Path, panels: list[dict], scale: 
             values = seeds[seeds["method"] == m]["value"] * scale
             ax.scatter([i] * len(values), values, color="black", s=10, zorder=3)
             if pd.notna(rows["mean"][m]):
-                above = max((rows["mean"][m] + rows["std"][m]) * scale, values.max())
+                above = max((rows["mean"][m] + np.nan_to_num(rows["std"][m])) * scale, values.max())
                 top = max(top, above)
-                ax.annotate(f"{rows['mean'][m] * scale:.1f}", (i, above), ha="center", va="bottom",
-                            xytext=(0, 4), textcoords="offset points", fontsize=8)
+                one = rows["n"][m] == 1
+                single |= one
+                ax.annotate(f"{rows['mean'][m] * scale:.1f}" + ("\nn = 1" if one else ""), (i, above), ha="center",
+                            va="bottom", xytext=(0, 4), textcoords="offset points", fontsize=8)
         for k, (name, value) in enumerate((panel.get("references") or {}).items()):
             ax.axhline(value * scale, color="dimgray", linestyle=["--", ":", "-."][k % 3], linewidth=1.2,
                        label=f"{name}: {value * scale:.1f}")
@@ -76,43 +104,104 @@ def bar_plot(records: pd.DataFrame, out: str | Path, panels: list[dict], scale: 
             ax.legend(fontsize=7, loc="upper right", frameon=False)
             headroom = 1.3
         ax.set_ylim(0.0, top * headroom + 1e-9)
-        ax.set_xticks(x, [short_name(m) for m in methods], fontsize=7)
-        ax.set_title(panel["title"], fontsize=10)
-        ax.set_ylabel(f"{panel['metric'].partition('@')[0]} (%)")
+        method_ticks(ax, [names.method(m) for m in methods], panel_width / len(methods))
+        ax.set_title(names.title(panel["title"]), fontsize=10)
+        ax.set_ylabel(names.axis(panel["metric"]))
         ax.grid(axis="y", alpha=0.3)
-    fig.suptitle(f"{', '.join(records['dataset'].astype(str).unique())}: by pretraining (mean ± std over seeds, dots = seeds)",
-                 fontsize=10)
-    fig.tight_layout()
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return Path(out)
+    datasets = ", ".join(names.dataset(d) for d in records["dataset"].dropna().astype(str).unique())
+    fig.suptitle(f"{datasets}: transfer by pretraining method (mean ± std over seeds; dots: seeds"
+                 + ("; n = 1: one seed, spread unknown" if single else "") + ")", fontsize=10)
+    return save_figure(fig, out)
+
+
+def comparison_label(method: str, baseline: str, names: Names) -> str:
+    """The method's name, then on the next line '− ' and the baseline's, each wrapped at word boundaries."""
+    return f"{wrap(names.method(method), 40)}\n− {wrap(names.method(baseline), 38)}"
+
+
+def difference_plot(results: pd.DataFrame, out: str | Path, columns: list[dict], names: Names = Names(),
+                    scale: float = 100.0) -> Path | None:
+    """The report's comparisons as paired differences: one panel per column, one row per
+    comparison (method − baseline, paired by seed, in points), its mean with the 95% t interval
+    (`compare`'s ci_low, ci_high), each seed's difference a grey dot, zero a line. Primary tests
+    are drawn in blue. A pair with one seed is a point without an interval, marked "n = 1".
+
+    results: `comparisons.compare`'s rows. None when it has none.
+    """
+    if results.empty:
+        return None
+    pairs = list(dict.fromkeys(zip(results["method"], results["baseline"])))
+    titles = [c["title"] for c in columns if (results["title"] == c["title"]).any()]
+    ncols = min(len(titles), 3)
+    nrows = -(-len(titles) // ncols)
+    height = 0.5 * len(pairs) + 1.0
+    fig, axes = plt.subplots(nrows, ncols, figsize=(2.6 + 2.8 * ncols, height * nrows + 0.5), squeeze=False,
+                             sharey=True, layout="constrained")
+    for ax in axes.flat[len(titles):]:
+        ax.set_visible(False)
+    single = primary = False
+    for ax, title in zip(axes.flat, titles):
+        mine = results[results["title"] == title].set_index(["method", "baseline"])
+        for y, pair in enumerate(pairs):
+            if pair not in mine.index:
+                continue
+            row = mine.loc[pair]
+            color = "tab:blue" if row["family"] == "primary" else "black"
+            primary |= row["family"] == "primary"
+            d = row["difference"] * scale
+            ax.scatter(np.asarray(row["per_seed"]) * scale, [y + 0.2] * len(row["per_seed"]), s=9, color="grey",
+                       alpha=0.8, linewidths=0, zorder=2)  # just below the interval (the y axis runs downwards)
+            if math.isnan(row["ci_low"]):
+                ax.plot([d], [y], "o", color=color, markersize=5, zorder=3)
+                single |= row["n"] == 1
+                note = f"{d:+.1f}" + (", n = 1" if row["n"] == 1 else "")
+            else:
+                ax.errorbar([d], [y], xerr=[[d - row["ci_low"] * scale], [row["ci_high"] * scale - d]], fmt="o",
+                            color=color, markersize=5, capsize=3, linewidth=1.3, zorder=3)
+                note = f"{d:+.1f}"
+            ax.annotate(note, (d, y), xytext=(0, 4), textcoords="offset points", ha="center", va="bottom",
+                        fontsize=6.5, color=color)
+        ax.axvline(0.0, color="dimgray", linewidth=0.9)
+        ax.set_title(wrap(names.title(title), 40), fontsize=9)
+        ax.set_xlabel("difference (points)", fontsize=8)
+        ax.tick_params(labelsize=TICK_FONT)
+        ax.grid(axis="x", alpha=0.3)
+    axes[0, 0].set_ylim(len(pairs) - 0.5, -0.6)  # shared: the first comparison on top
+    axes[0, 0].set_yticks(range(len(pairs)), [comparison_label(m, b, names) for m, b in pairs], fontsize=TICK_FONT)
+    handles = [Line2D([], [], color="black", marker="o", linestyle="-", label="mean difference, 95% t interval"),
+               Line2D([], [], color="grey", marker="o", linestyle="", markersize=4, label="one seed's difference")]
+    if primary:
+        handles.append(Line2D([], [], color="tab:blue", marker="o", linestyle="-", label="primary test"))
+    if single:
+        handles.append(Line2D([], [], color="black", marker="o", linestyle="", label="n = 1: no interval (spread unknown)"))
+    fig.legend(handles=handles, loc="outside lower center", ncol=len(handles), fontsize=7, frameon=False)
+    fig.suptitle("Paired differences, method − baseline, paired by seed (points)", fontsize=10)
+    return save_figure(fig, out)
 
 
 def curve_plot(records: pd.DataFrame, out: str | Path, protocol: str, metric: str, xlabel: str, title: str,
-               scale: float = 100.0) -> Path:
+               names: Names = Names(), scale: float = 100.0) -> Path:
     """`metric`@q against the qualifier q (a label fraction or a stage) of `protocol`: one line per
-    method, mean over seeds with std error bars. Fractions are ordered by value, stages as recorded."""
+    method, mean over seeds with std error bars (none for one seed). Fractions are ordered by
+    value, stages as recorded; the legend sits right of the axes, off the data."""
     summary = summarize(records)
     summary = summary[(summary["protocol"] == protocol) & summary["metric"].str.startswith(metric + "@")].copy()
     summary["q"] = summary["metric"].str.partition("@")[2]
     order = qualifiers(records, protocol, metric)
     methods = method_order(summary["method"])
-    fig, ax = plt.subplots(figsize=(6.0, 4.0))
+    fig, ax = plt.subplots(figsize=(8.0, 4.0), layout="constrained")
     for i, method in enumerate(methods):
         rows = summary[summary["method"] == method].set_index("q").reindex(order)
         offset = (i - (len(methods) - 1) / 2) * 0.03  # a small shift so error bars of different methods do not hide each other
         ax.errorbar(np.arange(len(order)) + offset, rows["mean"] * scale, yerr=rows["std"] * scale, capsize=3,
-                    label=method.replace("context_encoder", "CE"), **line_style(i))
+                    label=wrap(names.method(method), 30), **line_style(i))
     ax.set_xticks(range(len(order)), order)
     ax.set_xlabel(xlabel)
-    ax.set_ylabel(f"{metric} (%)")
+    ax.set_ylabel(names.axis(metric))
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return Path(out)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
+    return save_figure(fig, out)
 
 
 def swept(records: pd.DataFrame) -> bool:
@@ -124,11 +213,12 @@ def swept(records: pd.DataFrame) -> bool:
     return bool((steps.groupby(frame["method"]).nunique() > 1).any())
 
 
-def sweep_plot(records: pd.DataFrame, out: str | Path, panels: list[dict], scale: float = 100.0) -> Path | None:
+def sweep_plot(records: pd.DataFrame, out: str | Path, panels: list[dict], names: Names = Names(),
+               scale: float = 100.0) -> Path | None:
     """Transfer against pretraining length: one panel per entry {title, protocol, metric}, one
-    line per method (mean ± std over seeds at each `pretrain_steps`), steps on a symlog axis so
-    0 steps (no pretraining) sits beside the long runs. None unless `swept(records)` and some
-    panel has records."""
+    line per method (mean ± std over seeds at each `pretrain_steps`; no bar for one seed), steps
+    on a symlog axis so 0 steps (no pretraining) sits beside the long runs; one legend, right of
+    the panels. None unless `swept(records)` and some panel has records."""
     if not swept(records):
         return None
     frame = with_methods(records)
@@ -138,25 +228,24 @@ def sweep_plot(records: pd.DataFrame, out: str | Path, panels: list[dict], scale
         return None
     methods = method_order(frame["method"])
     positive = frame.loc[frame["pretrain_steps"] > 0, "pretrain_steps"]
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.0), squeeze=False)
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels) + 2.2, 4.0), squeeze=False,
+                             layout="constrained")
     for ax, panel in zip(axes[0], panels):
         mine = frame[(frame["protocol"] == panel["protocol"]) & (frame["metric"] == panel["metric"])]
         for i, method in enumerate(methods):
-            stats = mine[mine["method"] == method].groupby("pretrain_steps")["value"].agg(["mean", "std"]).fillna(0.0)
+            stats = mine[mine["method"] == method].groupby("pretrain_steps")["value"].agg(["mean", "std"])
             if stats.empty:
                 continue
             ax.errorbar(stats.index, stats["mean"] * scale, yerr=stats["std"] * scale, capsize=3,
-                        label=method.replace("context_encoder", "CE"), **line_style(i))
+                        label=wrap(names.method(method), 30), **line_style(i))
         ax.set_xscale("symlog", linthresh=float(positive.min()) if not positive.empty else 1.0)
         steps = sorted(mine["pretrain_steps"].unique())
         ax.set_xticks(steps, [f"{s:.0f}" for s in steps])
         ax.set_xlabel("pretraining steps")
-        ax.set_ylabel(f"{panel['metric'].partition('@')[0]} (%)")
-        ax.set_title(panel["title"], fontsize=10)
+        ax.set_ylabel(names.axis(panel["metric"]))
+        ax.set_title(wrap(names.title(panel["title"]), 45), fontsize=10)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.suptitle("transfer against pretraining length (mean ± std over seeds)", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return Path(out)
+    shown = {label: handle for ax in axes[0] for handle, label in zip(*ax.get_legend_handles_labels())}
+    axes[0, -1].legend(shown.values(), shown.keys(), fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
+    fig.suptitle("Transfer against pretraining length (mean ± std over seeds)", fontsize=10)
+    return save_figure(fig, out)

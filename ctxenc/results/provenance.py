@@ -1,5 +1,6 @@
 """Where the numbers came from and how they were run: the --limit marker bench leaves in the
-folder, and the code commit, torch version, threads, CPU and wall time the records carry."""
+folder, and the code commit, torch version, threads, CPU, device, GPU, precision and wall time
+the records carry."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ import pandas as pd
 
 from ctxenc.results.records import with_methods
 
-PROVENANCE = {"commit": "code commit", "torch": "torch", "threads": "threads", "cpu": "CPU"}
+PROVENANCE = {"commit": "code commit", "torch": "torch", "threads": "threads", "cpu": "CPU", "device": "device",
+              "gpu": "GPU", "amp": "mixed precision (AMP)"}
 
 
 def run_limit(out_dir: Path) -> int | None:
@@ -67,7 +69,7 @@ def wall_time_table(records: pd.DataFrame) -> pd.DataFrame:
 
 
 def provenance_lines(records: pd.DataFrame) -> list[str]:
-    """The report's provenance section: commits, torch, threads, CPU, wall time per protocol."""
+    """The report's provenance section: commits, torch, threads, CPU, device, GPU, AMP, wall time per protocol."""
     facts = [f"- {label}: {', '.join(f'`{v}`' for v in values)}" for column, label in PROVENANCE.items()
              if (values := _values(records, column))]
     walls = wall_time_table(records)

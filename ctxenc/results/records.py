@@ -6,7 +6,8 @@ Columns:
   repeated on each of its rows);
 - where from: checkpoint (relative to the results folder), pretrain_dataset (where the encoder
   was pretrained; `dataset` is where it was evaluated);
-- provenance: commit (git sha, `+dirty` when the tree had uncommitted changes), torch, threads, cpu.
+- provenance: commit (git sha, `+dirty` when the tree had uncommitted changes), torch, threads, cpu;
+  device (cpu or cuda), gpu (the GPU's name, empty on the CPU) and amp (True: mixed precision).
 
 `method` is the full label the pretext gives its rows (`random/init=pytorch`,
 `context_encoder/random_region/l2/loss_region=image`); records written before it existed derive
@@ -36,7 +37,7 @@ from ctxenc.io import atomic_write, locked
 
 COLUMNS = ["suite", "dataset", "method", "pretext", "encoder", "mask", "loss", "seed", "protocol", "metric", "value",
            "pretrain_steps", "pretrain_seconds", "eval_seconds", "wall_seconds", "checkpoint", "pretrain_dataset",
-           "commit", "torch", "threads", "cpu"]
+           "commit", "torch", "threads", "cpu", "device", "gpu", "amp"]
 
 
 def read_records(path: str | Path) -> pd.DataFrame:

@@ -14,15 +14,19 @@ is a transfer table like the paper's Table 2, configured by the suite's `report`
       primary_comparisons:               # optional: the tests the suite was run for, declared
         - [context_encoder/random_region/l2, random]    # before it ran; comparisons x columns,
       primary_columns: [classification mAP (100% labels)]  # a Holm family of their own
+      display:                           # optional: names figures print (ctxenc/results/names.py)
+        context_encoder/random_region/l2: Context encoder (random region)
+        classification mAP (100% labels): Classification, 100% labels
 
 Without a section, the columns are every headline metric the records hold and every method is
 compared with random init and the autoencoder. A report draws what its records hold and skips
-the rest: a column nobody measured is "–", a figure without data is left out.
+the rest: a column nobody measured is "–", a figure without data is left out. Every figure is a PNG
+(200 dpi) with a vector PDF of the same name beside it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -32,9 +36,10 @@ from ctxenc.errors import UserError
 from ctxenc.results import samples
 from ctxenc.results.comparisons import (compare, comparison_lines, comparison_table, default_comparisons,
                                         family_sentence)
-from ctxenc.results.figures import detections_figure, inpainting_grid, scenes_figure
+from ctxenc.results.figures import detections_figure, figure_link, inpainting_grid, scenes_figure
+from ctxenc.results.names import Names
 from ctxenc.results.paper import PAPER_TABLES
-from ctxenc.results.plots import bar_plot, curve_plot, sweep_plot
+from ctxenc.results.plots import bar_plot, curve_plot, difference_plot, sweep_plot
 from ctxenc.results.provenance import commit_warning, limit_warning, provenance_lines, run_limit
 from ctxenc.results.records import read_records
 from ctxenc.results.references import not_beaten, reference_values
@@ -47,13 +52,15 @@ from ctxenc.results.tables import (beside_paper, column_table, final_budget, hea
 class ReportConfig:
     """paper: a key of PAPER_TABLES; columns: ({title, protocol, metric, paper?}, ...);
     comparisons: ((method, baseline), ...); primary_comparisons x primary_columns (titles): the
-    pre-declared primary tests, Holm-adjusted apart from the exploratory rest."""
+    pre-declared primary tests, Holm-adjusted apart from the exploratory rest; display: {name in
+    records or column title: the name figures print}."""
 
     paper: str | None = None
     columns: tuple[dict, ...] = ()
     comparisons: tuple[tuple[str, str], ...] = ()
     primary_comparisons: tuple[tuple[str, str], ...] = ()
     primary_columns: tuple[str, ...] = ()
+    display: dict = field(default_factory=dict)
 
     def __post_init__(self):
         if self.paper is not None and self.paper not in PAPER_TABLES:
@@ -69,6 +76,9 @@ class ReportConfig:
         unknown = set(self.primary_columns) - {col["title"] for col in self.columns}
         if unknown:
             raise UserError(f"primary column {sorted(unknown)[0]!r} is not one of the report's column titles.")
+        for key, name in self.display.items():
+            if not isinstance(key, str) or not isinstance(name, str):
+                raise UserError(f"the report's display maps names to names (text); got {key!r}: {name!r}.")
 
     @property
     def primary(self) -> tuple[tuple[str, str, str], ...]:
@@ -96,13 +106,14 @@ def write_transfer_report(out_dir: Path, records: pd.DataFrame, cfg: ReportConfi
     """Our table (with trivial references), the paper's beside it, the comparisons as one
     Holm-adjusted families, curves, selections on grid edges, figures and provenance."""
     final = final_budget(records)
-    columns = [dict(c) for c in cfg.columns] or headline_columns(final)
+    names = Names(cfg.display)
+    columns = [dict(c) for c in cfg.columns] or headline_columns(final, names)
     for col in columns:
         col["references"] = reference_values(final, col["protocol"], col["metric"])
     comparisons = cfg.comparisons if configured else default_comparisons(final["method"])
     table = column_table(final, columns)
     results = compare(final, columns, comparisons, cfg.primary)
-    tables = [("Mean ± std over seeds (std with ddof = 1), in %.", table)]
+    tables = [("Mean ± std over seeds (std with ddof = 1), in %; n = 1: one seed, its spread unknown.", table)]
     seeds = sorted(records["seed"].dropna().unique().tolist())
     lines = [
         f"# ctxenc results: {', '.join(records['suite'].dropna().astype(str).unique()) or out_dir.name}",
@@ -110,20 +121,28 @@ def write_transfer_report(out_dir: Path, records: pd.DataFrame, cfg: ReportConfi
         *limit_warning(out_dir),
         *commit_warning(records),
         f"{describe_data(records, suite)}, encoder `{records['encoder'].iloc[0]}`, seeds {seeds}. Every number is the "
-        "mean ± std over seeds (std with ddof = 1) on the test split, in %; seeds vary pretraining and evaluation "
-        "together. Learning rates, epochs and probe penalties were chosen on validation splits carved from train. "
+        "mean ± std over seeds (std with ddof = 1) on the test split, in %; a number from one seed reads \"n = 1\" "
+        "and has no ±: its spread is unknown, not zero. Seeds vary pretraining and evaluation together. Learning "
+        "rates, epochs and probe penalties were chosen on validation splits carved from train. "
         "Raw rows: [records.csv](records.csv); tables: [table.md](table.md), [table.tex](table.tex)"
-        + ("; the suite: [suite.yaml](suite.yaml)." if suite else "."),
+        + ("; the suite: [suite.yaml](suite.yaml)" if suite else "")
+        + ". Each figure drawn here is a PNG (200 dpi) with a vector PDF of the same name beside it, for a paper.",
     ]
     scenes = samples.scene_samples(suite.get("dataset"), data_root)
     if scenes is not None and scenes.class_maps is not None and scenes.boxes is not None:
         figure = scenes_figure(scenes.images, scenes.class_maps, scenes.boxes, scenes.class_names, out_dir / "scenes.png")
         lines += ["", "## The data", "", "Test scenes with their boxes (top) and class maps (bottom):", "",
-                  f"![sample scenes]({figure.name})"]
+                  figure_link("sample scenes", figure)]
     lines += ["", "## Our table", "", *budget_lines(records, final), table.to_markdown()]
-    bars = bar_plot(final, out_dir / "bars.png", columns)
+    bars = bar_plot(final, out_dir / "bars.png", columns, names)
     if bars:
-        lines += ["", f"![bars]({bars.name})"]
+        lines += ["", figure_link("bars", bars)]
+    differences = difference_plot(results, out_dir / "differences.png", columns, names)
+    if differences:
+        lines += ["", "The comparisons below as paired differences (method − baseline, seed by seed, in points), each "
+                  "with its 95% t interval: a gap too small to see between bars drawn from zero reads here at its "
+                  "size. An interval that crosses zero is not a difference; a pair with one seed has no interval.",
+                  "", figure_link("paired differences", differences)]
     lines += reference_lines(final, columns)
     if cfg.paper:
         paper = PAPER_TABLES[cfg.paper]
@@ -142,15 +161,15 @@ def write_transfer_report(out_dir: Path, records: pd.DataFrame, cfg: ReportConfi
         lines += ["", "## The questions, answered (paired per-seed differences, Holm-adjusted)", "",
                   family_sentence(results) + " Where the paper has both rows, its own gap is given for comparison.", "",
                   *comparison_lines(final, results, PAPER_TABLES.get(cfg.paper) if cfg.paper else None, columns)]
-    sweep = sweep_plot(records, out_dir / "sweep.png", columns)
+    sweep = sweep_plot(records, out_dir / "sweep.png", columns, names)
     if sweep:
         lines += ["", "## How much pretraining is enough?", "",
                   "Transfer against the number of pretraining steps (every length the records hold; the tables "
-                  "above use each method's longest):", "", f"![pretraining sweep]({sweep.name})"]
-    lines += curve_section(out_dir, final, tables)
-    lines += detection_section(out_dir, final, suite, data_root)
+                  "above use each method's longest):", "", figure_link("pretraining sweep", sweep)]
+    lines += curve_section(out_dir, final, tables, names)
+    lines += detection_section(out_dir, final, suite, names, data_root)
     lines += selection_section(final, suite)
-    lines += inpainting_section(out_dir, final, data_root)
+    lines += inpainting_section(out_dir, final, names, data_root)
     lines += ["", "## Provenance", "", *provenance_lines(records)]
     write_tables(out_dir, tables)
     (out_dir / "report.md").write_text("\n".join(lines) + "\n")
@@ -196,22 +215,23 @@ def reference_lines(records: pd.DataFrame, columns: list[dict]) -> list[str]:
     return lines + (["", *short] if short else ["", "Every method beats every reference."])
 
 
-def curve_section(out_dir: Path, records: pd.DataFrame, tables: list) -> list[str]:
-    """Label-fraction and layer-wise curves, one PNG per (protocol, metric) family, with their numbers."""
+def curve_section(out_dir: Path, records: pd.DataFrame, tables: list, names: Names) -> list[str]:
+    """Label-fraction and layer-wise curves, one figure per (protocol, metric) family, with their numbers."""
     lines = []
     for protocol, metric, fractions in qualified_families(records):
         kind = "label_fraction" if fractions else "layerwise"
-        title = (f"{protocol}: {metric} against the fraction of training labels" if fractions
-                 else f"{protocol}: {metric} of a linear probe at each encoder stage")
+        what = f"{names.protocol(protocol)}: {names.metric(metric)}"
+        title = (f"{what} against the fraction of training labels" if fractions
+                 else f"{what} of a linear probe at each encoder stage")
         path = curve_plot(records, out_dir / f"{kind}-{protocol}.png", protocol, metric,
-                          "labelled training images" if fractions else "encoder stage", title)
+                          "labelled training images" if fractions else "encoder stage", title, names)
         numbers = qualified_table(records, protocol, metric)
-        tables.append((f"{protocol}, {metric} (%), mean ± std over seeds.", numbers))
-        lines += [f"![{title}]({path.name})", "", f"{protocol}, {metric} (%):", "", numbers.to_markdown(), ""]
+        tables.append((f"{protocol}, {metric} (%), mean ± std over seeds (n = 1: one seed).", numbers))
+        lines += [figure_link(title, path), "", f"{protocol}, {metric} (%):", "", numbers.to_markdown(), ""]
     return ["", "## Curves", "", *lines] if lines else []
 
 
-def detection_section(out_dir: Path, records: pd.DataFrame, suite: dict, data_root=None) -> list[str]:
+def detection_section(out_dir: Path, records: pd.DataFrame, suite: dict, names: Names, data_root=None) -> list[str]:
     """Predicted and true boxes on test scenes, per detection protocol with saved predictions."""
     lines = []
     for protocol in records.loc[records["metric"] == "map_coco", "protocol"].unique():
@@ -224,10 +244,10 @@ def detection_section(out_dir: Path, records: pd.DataFrame, suite: dict, data_ro
         if scenes is None or scenes.boxes is None:
             lines += kept_figure(out_dir, name, alt)
             continue
-        ordered = {m: predictions[m] for m in method_order(predictions)}
+        ordered = {names.method(m): predictions[m] for m in method_order(predictions)}
         figure = detections_figure(scenes.images, scenes.boxes, ordered, scenes.class_names,
                                    out_dir / name)
-        lines += [f"![{alt}]({figure.name})", ""]
+        lines += [figure_link(alt, figure), ""]
     return ["", "## Detections (first seed)", "", *lines] if lines else []
 
 
@@ -257,7 +277,7 @@ def describe_training(suite: dict) -> str:
     return "Pretraining: " + ", ".join(p for p in parts if p) + "." if any(parts) else ""
 
 
-def inpainting_section(out_dir: Path, records: pd.DataFrame, data_root=None) -> list[str]:
+def inpainting_section(out_dir: Path, records: pd.DataFrame, names: Names, data_root=None) -> list[str]:
     """The context encoders' completions of held-out images, or one line saying why there are none."""
     try:
         rows = samples.completions(out_dir, records, data_root, run_limit(out_dir))
@@ -267,8 +287,8 @@ def inpainting_section(out_dir: Path, records: pd.DataFrame, data_root=None) -> 
     if not rows:
         kept = kept_figure(out_dir, "inpainting.png", "inpainting")
         return title + kept if kept else []
-    figure = inpainting_grid(rows, out_dir / "inpainting.png")
-    return title + [f"![inpainting]({figure.name})"]
+    figure = inpainting_grid([(names.method(label), *images) for label, *images in rows], out_dir / "inpainting.png")
+    return title + [figure_link("inpainting", figure)]
 
 
 def kept_figure(out_dir: Path, name: str, alt: str) -> list[str]:
@@ -277,4 +297,5 @@ def kept_figure(out_dir: Path, name: str, alt: str) -> list[str]:
     than dropped from the report."""
     if not (out_dir / name).is_file():
         return []
-    return [f"![{alt}]({name})", "", "Kept as an earlier report drew it: the run folders it was drawn from are not here.", ""]
+    return [figure_link(alt, out_dir / name), "",
+            "Kept as an earlier report drew it: the run folders it was drawn from are not here.", ""]

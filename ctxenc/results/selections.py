@@ -22,7 +22,7 @@ def chosen_table(records: pd.DataFrame) -> pd.DataFrame:
     chosen = frame[frame["metric"].map(lambda m: split_metric(m)[0] in CHOSEN)]
     if chosen.empty:
         return pd.DataFrame()
-    chosen = chosen.sort_values("seed").assign(column=chosen["protocol"] + " " + chosen["metric"])
+    chosen = chosen.sort_values("seed", kind="stable").assign(column=chosen["protocol"] + " " + chosen["metric"])
     table = chosen.groupby(["column", "method"], sort=False)["value"].agg(lambda v: " / ".join(f"{x:g}" for x in v)).unstack()
     table = table[method_order(table.columns)].fillna("–")
     table.index.name, table.columns.name = None, None

@@ -1,14 +1,18 @@
 """Tables derived from records with pandas: mean ± std over seeds per method and column, the
 trivial references beside them, the curves' numbers, the paper's table beside ours; written
-as Markdown (table.md) and LaTeX (table.tex)."""
+as Markdown (table.md) and LaTeX (table.tex). A cell of one seed reads "38.0 (n = 1)": its spread
+is unknown, not zero, so it gets no "±"."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import re
+
 import pandas as pd
 
 from ctxenc.io import atomic_write_text
+from ctxenc.results.names import Names
 from ctxenc.results.paper import PaperTable
 from ctxenc.results.records import split_metric, with_methods
 from ctxenc.results.references import reference_values
@@ -40,20 +44,27 @@ def final_budget(records: pd.DataFrame) -> pd.DataFrame:
 
 
 def summarize(records: pd.DataFrame) -> pd.DataFrame:
-    """One row per (method, protocol, metric): mean, std (ddof 1), n and the 95% t interval."""
+    """One row per (method, protocol, metric): mean, std (ddof 1; nan for one value, whose spread
+    is unknown), n and the 95% t interval."""
     rows = []
     for (method, protocol, metric), values in with_methods(records).groupby(["method", "protocol", "metric"])["value"]:
         mean, low, high = t_interval(values)
         rows.append({"method": method, "protocol": protocol, "metric": metric, "mean": mean,
-                     "std": values.std(ddof=1) if len(values) > 1 else 0.0, "n": len(values), "ci_low": low, "ci_high": high})
+                     "std": values.std(ddof=1), "n": len(values), "ci_low": low, "ci_high": high})
     return pd.DataFrame(rows, columns=["method", "protocol", "metric", "mean", "std", "n", "ci_low", "ci_high"])
 
 
-def headline_columns(records: pd.DataFrame) -> list[dict]:
+def mean_cell(mean: float, std: float, n: int, digits: int = 1) -> str:
+    """'38.0 ± 0.8' over several values, '38.0 (n = 1)' for one: a single seed's spread is unknown."""
+    return f"{mean:.{digits}f} (n = 1)" if n == 1 else f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def headline_columns(records: pd.DataFrame, names: Names = Names()) -> list[dict]:
     """Report columns {title, protocol, metric} for every headline metric the records hold, in
-    recorded order: what a suite without a `report` section gets."""
+    recorded order, titled by their human names ("Linear probe: accuracy"): what a suite without
+    a `report` section gets."""
     pairs = records[["protocol", "metric"]].drop_duplicates()
-    return [{"title": f"{protocol} {metric}", "protocol": protocol, "metric": metric}
+    return [{"title": names.column(protocol, metric), "protocol": protocol, "metric": metric}
             for protocol, metric in zip(pairs["protocol"], pairs["metric"]) if split_metric(metric)[0] in HEADLINE_METRICS]
 
 
@@ -77,7 +88,7 @@ def column_table(records: pd.DataFrame, columns: list[dict], scale: float = 100.
         cells = []
         for m in methods:
             key = (m, col["protocol"], col["metric"])
-            cells.append(f"{summary.loc[key, 'mean'] * scale:.1f} ± {summary.loc[key, 'std'] * scale:.1f}"
+            cells.append(mean_cell(summary.loc[key, "mean"] * scale, summary.loc[key, "std"] * scale, summary.loc[key, "n"])
                          if key in summary.index else "–")
         table[col["title"]] = cells
         for name, value in reference_values(frame, col["protocol"], col["metric"]).items():
@@ -111,7 +122,7 @@ def qualified_table(records: pd.DataFrame, protocol: str, metric: str, scale: fl
     """The numbers behind a curve: rows = method, columns = qualifier, "mean ± std"."""
     summary = summarize(records)
     rows = summary[(summary["protocol"] == protocol) & summary["metric"].str.startswith(metric + "@")].copy()
-    rows["cell"] = [f"{m * scale:.1f} ± {s * scale:.1f}" for m, s in zip(rows["mean"], rows["std"])]
+    rows["cell"] = [mean_cell(m * scale, s * scale, n) for m, s, n in zip(rows["mean"], rows["std"], rows["n"])]
     rows["q"] = rows["metric"].str.partition("@")[2]
     pivot = rows.pivot(index="method", columns="q", values="cell")[qualifiers(records, protocol, metric)]
     pivot = pivot.loc[method_order(pivot.index)]
@@ -142,10 +153,37 @@ def beside_paper(table: pd.DataFrame, columns: list[dict], paper: PaperTable) ->
     return pd.DataFrame.from_dict(rows, orient="index").astype(str)
 
 
+# LaTeX's special characters, and the Unicode signs reports print that LaTeX's default set lacks.
+LATEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
+         "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "<": r"\textless{}",
+         ">": r"\textgreater{}", "|": r"\textbar{}", "±": r"$\pm$", "−": r"$-$", "–": "--", "—": "---",
+         "≥": r"$\geq$", "≤": r"$\leq$", "×": r"$\times$"}
+LATEX_PATTERN = re.compile("|".join(re.escape(c) for c in LATEX))
+
+
+def latex_escape(text) -> str:
+    """`text` as LaTeX prints it literally: every special character escaped in one pass (so an
+    escape's own backslash is never escaped again)."""
+    return LATEX_PATTERN.sub(lambda m: LATEX[m.group()], str(text))
+
+
+def latex_table(caption: str, frame: pd.DataFrame) -> str:
+    """One table environment: the caption, then a booktabs tabular (rules \\toprule, \\midrule,
+    \\bottomrule) with the index as its first column; every cell, header and the caption escaped."""
+    def line(cells) -> str:
+        return " & ".join(latex_escape(c) for c in cells) + r" \\"
+
+    header = ["", *frame.columns]
+    rows = [[index, *values] for index, values in zip(frame.index, frame.itertuples(index=False))]
+    return "\n".join([r"\begin{table}", r"\centering", rf"\caption{{{latex_escape(caption)}}}",
+                      rf"\begin{{tabular}}{{{'l' * len(header)}}}", r"\toprule", line(header), r"\midrule",
+                      *(line(row) for row in rows), r"\bottomrule", r"\end{tabular}", r"\end{table}", ""])
+
+
 def write_tables(out_dir: Path, tables: list[tuple[str, pd.DataFrame]]) -> tuple[Path, Path]:
     """table.md and table.tex in `out_dir`: each (caption, table) in order, Markdown and LaTeX
     (booktabs tabulars, special characters escaped, ready to \\input into a paper)."""
     markdown = "\n\n".join(f"{caption}\n\n{frame.to_markdown()}" for caption, frame in tables)
-    latex = "\n".join(frame.to_latex(caption=caption, escape=True) for caption, frame in tables)
+    latex = "\n".join(latex_table(caption, frame) for caption, frame in tables)
     header = "% ctxenc report: tables derived from records.csv (needs \\usepackage{booktabs})\n"
     return (atomic_write_text(out_dir / "table.md", markdown + "\n"), atomic_write_text(out_dir / "table.tex", header + latex))
