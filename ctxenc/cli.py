@@ -1,4 +1,4 @@
-"""The `ctxenc` command: pretrain, evaluate, bench, report, inpaint.
+"""The `ctxenc` command: pretrain, evaluate, bench, report, inpaint, export.
 
 User mistakes raise `UserError`: one sentence on stderr, exit code 2, no traceback (unless
 --debug).

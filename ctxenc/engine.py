@@ -224,10 +224,9 @@ def train_loop(model: Pretext, images: torch.Tensor, labels: torch.Tensor | None
             sums = values if sums is None else sums + values
 
             log_now = step % cfg.log_every == 0 or step == total
-            if cfg.snapshot_minutes is None:
-                snapshot_now = step < total and (step % cfg.checkpoint_every == 0 or step % steps_per_epoch == 0)
-            else:
-                snapshot_now = False  # decided below, at a log line, by rank 0's clock
+            # With snapshot_minutes, snapshots are decided at log lines instead, by rank 0's clock.
+            snapshot_now = cfg.snapshot_minutes is None and step < total and \
+                (step % cfg.checkpoint_every == 0 or step % steps_per_epoch == 0)
             if not (log_now or snapshot_now):
                 continue
             # The host read: the loss sums averaged over processes, whether rank 0 wants a snapshot

@@ -47,6 +47,7 @@ from typing import Callable
 
 import submitit
 import yaml
+from submitit.core.utils import FailedJobError
 
 from ctxenc.config import brief, from_dict
 from ctxenc.errors import UserError
@@ -211,6 +212,8 @@ def run_jobs(jobs: dict[str, Callable[[], None]], launcher: str, folder: Path, w
         raise UserError(f"only Slurm jobs can be left running (--no-wait); {launcher} jobs end with this command.")
     if gpus is not None and not gpus and jobs:
         raise UserError("no GPU is visible to hand out to the jobs (CUDA_VISIBLE_DEVICES is empty or torch finds none); use --device cpu.")
+    if not jobs:
+        return 0
     if launcher == "inline":
         for job in jobs.values():
             job()
@@ -329,13 +332,15 @@ def _run_slurm(jobs: dict[str, Callable[[], None]], folder: Path, config: SlurmC
         mem_gb=config.mem_gb, tasks_per_node=config.tasks_per_node, slurm_partition=config.partition,
         slurm_account=config.account, slurm_qos=config.qos, slurm_constraint=config.constraint,
         slurm_array_parallelism=config.array_parallelism)
+    fresh = []
     try:
-        with executor.batch():
-            fresh = [executor.submit(Job(jobs[name])) for name in todo]
+        if todo:
+            with executor.batch():
+                fresh = [executor.submit(Job(jobs[name])) for name in todo]
     except FileNotFoundError:
         raise UserError("the slurm launcher needs Slurm (srun, sbatch) on PATH; use --launcher local on a single machine.") from None
-    except submitit.core.utils.FailedJobError as err:  # sbatch refused the job: its own words say why
-        raise UserError(f"sbatch refused the jobs: {' '.join(str(err).split())}") from None
+    except FailedJobError as err:  # sbatch refused the jobs: its own words say why
+        raise UserError(f"sbatch refused the jobs ({' '.join(str(err).split())}); check --slurm and the suite's launcher: section.") from None
     known.update({name: {"job_id": job.job_id, "tasks": config.tasks_per_node} for name, job in zip(todo, fresh)})
     atomic_write_text(record, json.dumps(known, indent=1) + "\n")
     submitted = {**adopted, **dict(zip(todo, fresh))}

@@ -70,7 +70,7 @@ def test_missing_data_is_one_sentence_and_exit_2(tmp_path):
     assert not (tmp_path / "o" / "checkpoint.pt").exists()
 
 
-@pytest.mark.parametrize("command", ["pretrain", "evaluate", "bench", "report", "inpaint"])
+@pytest.mark.parametrize("command", ["pretrain", "evaluate", "bench", "report", "inpaint", "export"])
 def test_help_explains_every_command(command, capsys):
     with pytest.raises(SystemExit) as exit_:
         main([command, "--help"])

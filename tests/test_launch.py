@@ -201,6 +201,11 @@ def test_bench_hands_the_visible_gpus_to_local_jobs_or_refuses(fmnist_root, tmp_
     bench.run_suite(suite, tmp_path / "out", fmnist_root, launcher="local", device="cuda:1")
     assert given["gpus"] is None  # cuda:1 names a GPU of the launcher's numbering: jobs see the same GPUs
     assert json.loads((tmp_path / "out" / "run.json").read_text())["devices"] == ["cuda"]
+    monkeypatch.setattr(bench, "run_jobs", run_jobs)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # no GPU to hand out: refused before any job starts
+    with pytest.raises(UserError, match=r"no GPU is visible to hand out to the jobs .*; use --device cpu\.$"):
+        bench.run_suite(suite, tmp_path / "out", fmnist_root, launcher="local", device="cuda")
+    assert not (tmp_path / "out" / "jobs").exists()
 
 
 def work_until_done(folder: str, seconds: float) -> None:
@@ -288,3 +293,55 @@ def test_bench_download_fetches_every_split_the_suite_reads_first(fmnist_root, t
     assert main(["bench", str(suite), "--download", "--data-root", str(fmnist_root), "--out", str(tmp_path / "o"),
                  "--no-progress"]) == 0
     assert sorted(asked) == [("fashion_mnist", "test", True), ("fashion_mnist", "train", True)]
+
+
+def test_a_cell_stopped_at_its_time_limit_is_requeued_and_resumes_from_last_pt(fmnist_root, tmp_path, monkeypatch):
+    """A real suite cell as submitit runs it (`process_job`, in this process to spare a torch import):
+    the time-limit signal lands just after its first last.pt snapshot; submitit's handler pickles the
+    job again and exits to be requeued; the requeued job resumes from that snapshot and finishes."""
+    import pandas as pd
+    import torch
+    from submitit.core.submission import process_job
+    from submitit.core.utils import DelayedSubmission
+
+    from ctxenc import bench, engine
+
+    suite = tmp_path / "suite.yaml"
+    suite.write_text("suite: limit\nthreads: 1\ntrain: {steps: 6, batch_size: 16, checkpoint_every: 2}\n"
+                     "pretexts: [{name: autoencoder}]\nprotocols: [{protocol: knn, k: 5}]\n")
+    plan = bench.plan_suite(suite, tmp_path / "out", fmnist_root)
+    cell = functools.partial(bench.run_cell_job, str(suite), 0, str(plan.out), str(fmnist_root), None, "cpu", False)
+    folder = tmp_path / "jobs"
+    folder.mkdir()
+    submission = DelayedSubmission(Job(cell))
+    submission.set_timeout(0.01, 3)  # a job of 0.6 s: any signal finds it at its time limit
+    submission.dump(folder / "7_submitted.pkl")
+
+    snapshots, save = [], engine.save_checkpoint
+
+    def save_then_signal(path, state):  # the time-limit signal (USR2), just after the first snapshot
+        save(path, state)
+        if Path(path).name == "last.pt":
+            snapshots.append(state["step"])
+            if len(snapshots) == 1:
+                os.kill(os.getpid(), signal.SIGUSR2)
+
+    monkeypatch.setattr(engine, "save_checkpoint", save_then_signal)
+    for key, value in {"SUBMITIT_EXECUTOR": "local", "SUBMITIT_LOCAL_JOB_ID": "7", "SUBMITIT_LOCAL_NTASKS": "1",
+                       "SUBMITIT_LOCAL_GLOBALID": "0", "SUBMITIT_LOCAL_LOCALID": "0", "SUBMITIT_FOLDER": str(folder)}.items():
+        monkeypatch.setenv(key, value)
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGCONT, signal.SIGUSR2)}
+    try:
+        with pytest.raises(SystemExit) as stopped:
+            process_job(folder)
+        assert stopped.value.code == 144  # the local executor's "requeue me"
+        last = plan.out / "runs" / "autoencoder" / "seed0" / "last.pt"
+        assert torch.load(last, weights_only=False)["step"] == 2 and not (plan.out / "records.csv").exists()
+        process_job(folder)  # the requeued job: the same pickle, rewritten by the checkpoint
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+    assert snapshots == [2, 4]  # resumed at step 2: a restart from scratch would snapshot step 2 again
+    assert (folder / "7_0_result.pkl").exists() and not last.exists()
+    assert torch.load(last.with_name("checkpoint.pt"), weights_only=False)["pretrain_steps"] == 6
+    assert set(pd.read_csv(plan.out / "records.csv")["protocol"]) == {"knn"}

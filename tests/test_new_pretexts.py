@@ -155,6 +155,12 @@ def test_context_prediction_patches_lie_apart_inside_the_image_where_the_label_s
     assert len(draws[:, 0].unique()) == 8 and draws[:, 5:].max() == grid.slack
 
 
+def test_neighbour_cells_are_the_table_in_reading_order():
+    from ctxenc.pretext.context_prediction import NEIGHBOURS, neighbour_cells
+
+    assert neighbour_cells(torch.arange(8)).tolist() == [list(cell) for cell in NEIGHBOURS]
+
+
 def test_crop_cuts_each_image_at_its_own_corner():
     from ctxenc.pretext.context_prediction import crop
 

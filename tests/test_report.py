@@ -8,6 +8,7 @@ import pytest
 import torch
 import yaml
 
+from ctxenc.results import plots
 from ctxenc.results.figures import detections_figure
 from ctxenc.results.paper import DETECTION, TABLE2
 from ctxenc.results.plots import line_style
@@ -30,6 +31,16 @@ def write(folder: Path, rows: list[dict], report: dict | None = None) -> Path:
     pd.DataFrame(rows).reindex(columns=COLUMNS).to_csv(folder / "records.csv", index=False)
     (folder / "suite.yaml").write_text(yaml.safe_dump({"suite": "t", **({"report": report} if report else {})}))
     return folder
+
+
+@pytest.fixture
+def undrawn(monkeypatch):
+    """Charts built but not rendered: for tests of a report's text, which rendering (a PNG and a
+    PDF per chart) would only slow down. tests/test_figures.py checks the files."""
+    def close(fig, out):
+        plots.plt.close(fig)
+        return Path(out)
+    monkeypatch.setattr(plots, "save_figure", close)
 
 
 def layerwise_rows(seeds=(0, 1, 2)) -> list[dict]:
@@ -55,7 +66,7 @@ def test_a_layerwise_only_suite_reports_what_it_holds(tmp_path):
     assert "Holm-adjusted" in text and "at this budget" in text
 
 
-def test_primary_tests_are_named_and_come_first(tmp_path):
+def test_primary_tests_are_named_and_come_first(tmp_path, undrawn):
     ce = "context_encoder/random_region/l2"
     report = {"columns": [{"title": "conv3", "protocol": "layerwise_probe", "metric": "map@conv3"},
                           {"title": "conv1", "protocol": "layerwise_probe", "metric": "map@conv1"}],
@@ -68,7 +79,7 @@ def test_primary_tests_are_named_and_come_first(tmp_path):
     assert "| family" in (tmp_path / "table.md").read_text()
 
 
-def test_every_table_is_also_latex(tmp_path):
+def test_every_table_is_also_latex(tmp_path, undrawn):
     out = write(tmp_path, layerwise_rows())
     write_report(out)
     tex = (out / "table.tex").read_text()
@@ -77,7 +88,7 @@ def test_every_table_is_also_latex(tmp_path):
     assert "| random " in (out / "table.md").read_text()
 
 
-def test_two_seeds_get_no_significance_mark(tmp_path):
+def test_two_seeds_get_no_significance_mark(tmp_path, undrawn):
     out = write(tmp_path, layerwise_rows(seeds=(0, 1)))
     text = write_report(out).read_text()
     assert "not tested (2 seeds)" in text and "**yes**" not in text and "outside seed noise" not in text
@@ -95,7 +106,7 @@ def segmentation_rows() -> list[dict]:
     return rows
 
 
-def test_trivial_references_are_rows_and_bounds_on_claims(tmp_path):
+def test_trivial_references_are_rows_and_bounds_on_claims(tmp_path, undrawn):
     report = {"columns": [{"title": "mIoU", "protocol": "segmentation_frozen", "metric": "miou"},
                           {"title": "pixel accuracy", "protocol": "segmentation_frozen", "metric": "pixel_accuracy"}],
               "comparisons": [["autoencoder", "random"]]}
@@ -185,7 +196,7 @@ def test_thirteen_methods_get_thirteen_different_lines():
     assert styles[0]["color"] == styles[10]["color"] and styles[0]["marker"] != styles[10]["marker"]
 
 
-def test_provenance_names_commits_and_warns_when_they_differ(tmp_path):
+def test_provenance_names_commits_and_warns_when_they_differ(tmp_path, undrawn):
     rows = []
     for seed, commit in ((0, "abc123"), (1, "def456+dirty")):
         rows += cell_rows("random", seed, "knn", {"accuracy": 0.5}, commit=commit, torch="2.14.1", threads=1,
@@ -230,7 +241,7 @@ def test_detection_predictions_are_loaded_and_drawn(tmp_path):
     assert out.stat().st_size > 1000
 
 
-def test_figures_whose_inputs_are_gone_are_kept_not_dropped(tmp_path):
+def test_figures_whose_inputs_are_gone_are_kept_not_dropped(tmp_path, undrawn):
     # A fresh clone has records and figures but no run folders (checkpoints, saved predictions).
     rows = layerwise_rows() + cell_rows("context_encoder/random_region/l2", 0, "detection", {"map": 0.4, "map_coco": 0.2},
                                         checkpoint="runs/context_encoder-random_region-l2/seed0/checkpoint.pt")

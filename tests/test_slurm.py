@@ -117,6 +117,15 @@ def test_bad_slurm_parameters_are_one_sentence_naming_the_valid_keys(cluster, tm
     assert not (cluster / "jobs").exists()  # nothing submitted
 
 
+def test_a_job_sbatch_refuses_is_one_sentence_in_its_words(cluster, tmp_path, fmnist_root, capsys):
+    assert main(["bench", str(write_suite(tmp_path)), "--launcher", "slurm", "--slurm", "partition=refused",
+                 "--out", str(tmp_path / "o"), "--data-root", str(fmnist_root)]) == 2
+    err = capsys.readouterr().err
+    # submitit echoes sbatch's own line first; then ctxenc's one sentence, no traceback
+    assert err.splitlines()[-1].startswith("ctxenc: error: sbatch refused the jobs (sbatch: error: invalid partition "
+                                           "specified: refused); check --slurm") and "Traceback" not in err
+
+
 def test_slurm_options_need_the_slurm_launcher(cluster, tmp_path, fmnist_root, capsys):
     suite = write_suite(tmp_path, SUITE + "launcher: {partition: gpu}\n")  # a suite's section does not bind other launchers
     base = ["bench", str(suite), "--out", str(tmp_path / "o"), "--data-root", str(fmnist_root), "--launcher", "local"]

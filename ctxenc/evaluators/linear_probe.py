@@ -103,6 +103,10 @@ def linear_probe(encoder: Encoder, train: tuple[torch.Tensor, torch.Tensor], tes
 
 def probe_stage(encoder: Encoder, train: tuple[torch.Tensor, torch.Tensor], test: tuple[torch.Tensor, torch.Tensor],
                 stage: str | None, cfg: LinearProbeConfig) -> dict[str, float]:
+    n_val = max(1, int(cfg.val_fraction * len(train[0])))
+    if len(train[0]) - n_val < 2:  # the features are standardised with the fitting part's standard deviation
+        raise UserError(f"a linear probe needs at least {n_val + 2} training images ({n_val} to validate on, 2 to fit), "
+                        f"got {len(train[0])}; evaluate on more images (a larger --limit).")
     device = device_of(encoder)  # features, labels and the probe live where the encoder is (--device)
     x_train = extract_features(encoder, train[0], stage, cfg.grid).to(device)
     x_test = extract_features(encoder, test[0], stage, cfg.grid).to(device)
@@ -113,7 +117,6 @@ def probe_stage(encoder: Encoder, train: tuple[torch.Tensor, torch.Tensor], test
 
     # Validation split from train, seeded; standardised with statistics of the fitting part only.
     order = torch.randperm(len(x_train), generator=torch.Generator().manual_seed(cfg.seed)).to(device)
-    n_val = max(1, int(cfg.val_fraction * len(x_train)))
     val, fit = order[:n_val], order[n_val:]
     mean, std = x_train[fit].mean(0), x_train[fit].std(0).clamp_min(1e-6)
     scores = {}

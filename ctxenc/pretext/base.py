@@ -92,8 +92,9 @@ class StepContext:
 
     def update(self, loss: torch.Tensor, optimizer: str = "model", what: str = "loss") -> None:
         """Backpropagate `loss` and step the optimizer named `optimizer`, with its gradients averaged
-        over processes and scaled for float16; from the first non-finite loss on (on any process)
-        every update is skipped, on the device, and the loop stops at its next host read (`check`).
+        over processes and scaled for float16. From the first non-finite loss on (on any process)
+        every update is skipped, on the device (under float16 loss scaling, the scaler skips each
+        step whose gradients are not finite), and the loop stops at its next host read (`check`).
 
         Under torchrun, every parameter of `optimizer` must get a gradient from `loss` (PyTorch's
         DDP stops with an error naming the parameters that did not)."""
