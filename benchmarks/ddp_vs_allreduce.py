@@ -65,7 +65,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=5, help="steps per way per round")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    distributed.init()
+    distributed.init("cpu")
     if distributed.world_size() < 2:
         raise SystemExit("run under torchrun with 2 or more processes: torchrun --standalone --nproc_per_node=2 " + __file__)
     main_rank = distributed.is_main()

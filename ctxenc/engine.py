@@ -160,7 +160,9 @@ def train_loop(model: Pretext, images: torch.Tensor, labels: torch.Tensor | None
     world = distributed.world_size()
     if cfg.batch_size % world:
         raise UserError(f"the global batch of {cfg.batch_size} does not split evenly over {world} processes.")
-    gen = torch.Generator().manual_seed(cfg.seed)  # ... and the data order, masks and crops
+    gen = torch.Generator().manual_seed(cfg.seed)  # ... and the data order, crops and (on the CPU) masks
+    # On a GPU the masks are drawn there, from a generator of its own (`StepContext.draw_on_device`).
+    device_gen = torch.Generator(device).manual_seed(cfg.seed) if device.type == "cuda" else None
     optimizers = model.optimizers(cfg)
     scaler = grad_scaler(device, cfg.amp)
     n, size = images.shape[0], model.encoder.input_size
@@ -184,13 +186,15 @@ def train_loop(model: Pretext, images: torch.Tensor, labels: torch.Tensor | None
         torch.set_rng_state(state["rng_torch"])
         if device.type == "cuda" and "rng_cuda" in state:
             torch.cuda.set_rng_state(state["rng_cuda"], device)
+        if device_gen is not None and "rng_device_generator" in state:
+            device_gen.set_state(state["rng_device_generator"])
         step, order, seconds_before = state["step"], state["order"], state["seconds"]
         keys = list(state["sums"])
         sums = torch.tensor(list(state["sums"].values()), dtype=torch.float64, device=device) if keys else None
     log_path = out_dir / "log.jsonl"
     if distributed.is_main():
         truncate_log(log_path, step)
-    ctx = StepContext(optimizers, device, cfg.amp, gen, cfg.batch_size, scaler, last)
+    ctx = StepContext(optimizers, device, cfg.amp, gen, cfg.batch_size, scaler, last, device_gen)
 
     def snapshot(host_sums: list[float]) -> None:
         """Everything `--resume` needs to continue exactly where this step left off."""
@@ -198,6 +202,7 @@ def train_loop(model: Pretext, images: torch.Tensor, labels: torch.Tensor | None
             **meta, "model": model.state_dict(), "optimizers": {k: o.state_dict() for k, o in optimizers.items()},
             "scaler": scaler.state_dict(), "rng_generator": gen.get_state(), "rng_torch": torch.get_rng_state(),
             **({"rng_cuda": torch.cuda.get_rng_state(device)} if device.type == "cuda" else {}),
+            **({"rng_device_generator": device_gen.get_state()} if device_gen is not None else {}),
             "step": step, "order": order, "sums": dict(zip(keys, host_sums)),
             "seconds": seconds_before + time.perf_counter() - tic, "done": False,
         })

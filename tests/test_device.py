@@ -37,3 +37,18 @@ def test_amp_pretraining_on_cpu_trains_and_saves_float32(fmnist_root, tmp_path):
     assert ckpt["train"]["amp"] is True
     assert all(v.dtype in (torch.float32, torch.int64) for v in ckpt["model"].values())
     assert all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
+
+
+def test_cuda_turns_on_the_autotuner_and_tf32_matmuls_and_the_cpu_leaves_them(monkeypatch):
+    flags = (torch.backends.cudnn.benchmark, torch.backends.cuda.matmul.allow_tf32)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda device: None)
+    try:
+        torch.backends.cudnn.benchmark, torch.backends.cuda.matmul.allow_tf32 = False, False
+        resolve_device("cpu")
+        assert not torch.backends.cudnn.benchmark and not torch.backends.cuda.matmul.allow_tf32
+        assert resolve_device("cuda:0") == torch.device("cuda", 0)
+        assert torch.backends.cudnn.benchmark and torch.backends.cuda.matmul.allow_tf32
+    finally:  # process-wide flags: the tests after this one find them as they were
+        torch.backends.cudnn.benchmark, torch.backends.cuda.matmul.allow_tf32 = flags

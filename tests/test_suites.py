@@ -10,6 +10,19 @@ from tests.real_formats import write_cifar, write_imagefolder, write_stl10, writ
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
 
+def markdown_table(report: str, heading: str) -> dict[str, dict[str, str]]:
+    """The first table after `heading` in a Markdown report: {first cell: {column title: cell}}."""
+    lines = report.split(heading, 1)[1].splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("|"))
+    rows = []
+    for line in lines[start:]:
+        if not line.startswith("|"):
+            break
+        rows.append([cell.strip() for cell in line.strip().strip("|").split("|")])
+    header, body = rows[0], rows[2:]  # rows[1] is the |:---| rule
+    return {row[0]: dict(zip(header, row)) for row in body}
+
+
 def test_cifar_linear_with_limit(tmp_path, capsys):
     write_cifar(tmp_path / "data")
     out = tmp_path / "out"
@@ -36,8 +49,18 @@ def test_paper_table2_with_limit(tmp_path):
     assert set(records["protocol"]) == {"voc07_classification", "voc07_detection", "voc12_segmentation"}
     assert set(records["pretrain_dataset"]) == {"stl10"} and set(records["encoder"]) == {"alexnet"}
     assert {"map@100%", "map", "map_coco", "miou"} <= set(records["metric"])
-    report = (out / "report.md").read_text()
-    assert "## The paper's table beside ours" in report and "56.5" in report and "44.5" in report and "30" in report
+    # The paper's numbers sit in the row of the method they belong to, beside our own measurement of it.
+    beside = markdown_table((out / "report.md").read_text(), "## The paper's table beside ours")
+    columns = {"voc07_classification": ("VOC07 classification mAP", "map@100%", "56.5"),
+               "voc07_detection": ("VOC07 detection mAP", "map", "44.5"),
+               "voc12_segmentation": ("VOC12 segmentation mIoU", "miou", "30.0")}
+    ours = beside["context_encoder/random_region/l2"]
+    assert ours["paper row"] == "Context encoder"
+    for protocol, (title, metric, paper) in columns.items():
+        measured = records.query("method == 'context_encoder/random_region/l2' and protocol == @protocol and metric == @metric")
+        assert ours[f"{title} (paper)"] == paper
+        assert ours[f"{title} (ours)"] == f"{100 * measured['value'].item():.1f} (n = 1)", (title, ours)
+    assert beside["random"]["VOC07 classification mAP (paper)"] == "53.3"
 
 
 def test_paper_table1_with_limit(tmp_path):
@@ -49,4 +72,8 @@ def test_paper_table1_with_limit(tmp_path):
     records = pd.read_csv(out / "records.csv")
     assert set(records["protocol"]) == {"inpainting"} and set(records["loss"]) == {"l2", "l2+adv"}
     report = (out / "report.md").read_text()
-    assert "18.58" in report and "--limit 8" in report  # the paper's PSNR beside ours
+    assert "--limit 8" in report
+    # The paper's PSNR of its adversarial context encoder, beside our PSNR of ours.
+    row = markdown_table(report, "## Table 1")["Context encoder, l2+adv"]
+    psnr = records.query("loss == 'l2+adv' and metric == 'context_encoder/psnr'")["value"].item()
+    assert row["paper PSNR (dB)"] == "18.58" and row["PSNR (dB)"] == f"{psnr:.2f} (n = 1)", row

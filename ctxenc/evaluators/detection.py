@@ -27,7 +27,7 @@ times, and the next such plateau (or `max_epochs`) ends the run. At a constant r
 validation mAP was still creeping up after 20 epochs (FashionScenes, random init: chosen epoch 19
 and 20 of 20); one drop brings it to its plateau within a few epochs. The (learning rate,
 epoch) of the best validation mAP is kept, with the drops made before it (`lr_drops`). A
-learning rate whose loss turns non-finite ends its run there.
+learning rate whose loss turns non-finite ends its run at the end of that epoch.
 
 Scores on the test split (fractions in [0, 1]): `map`, VOC2007's 11-point mAP at IoU 0.5
 (difficult objects neither true nor false positives); `map_auc`, the VOC2010+ area AP at 0.5;

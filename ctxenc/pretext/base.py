@@ -54,8 +54,13 @@ class StepContext:
     """
 
     def __init__(self, optimizers: dict[str, torch.optim.Optimizer], device: torch.device, amp: bool,
-                 generator: torch.Generator, global_batch: int, scaler: torch.amp.GradScaler, snapshot_path):
+                 generator: torch.Generator, global_batch: int, scaler: torch.amp.GradScaler, snapshot_path,
+                 device_generator: torch.Generator | None = None):
         self.optimizers, self.device, self.amp, self.generator = optimizers, device, amp, generator
+        # Draws made on the training device itself (masks): the run's generator on the CPU (so CPU
+        # runs draw exactly what they always did), a generator of the GPU's own on CUDA; None where
+        # the device has no generator (the meta device of the tests): then drawn on the CPU and copied.
+        self.device_generator = generator if device.type == "cpu" and device_generator is None else device_generator
         self.global_batch, self.scaler, self.snapshot_path = global_batch, scaler, snapshot_path
         self.step = 0
         world = distributed.world_size()
@@ -89,6 +94,14 @@ class StepContext:
         processes); the slice is then moved to the training device.
         """
         return self.to_device(sample(self.global_batch, self.generator)[self.mine])
+
+    def draw_on_device(self, sample: Callable[..., torch.Tensor]) -> torch.Tensor:
+        """Like `draw`, but drawn where the model trains: `sample(n, generator, device=, rows=)`
+        draws for the whole global batch from `generator` (so every process's generator advances
+        alike) and builds only this process's `rows` on `device` (`ctxenc.masks.sample_masks`)."""
+        if self.device_generator is None:
+            return self.draw(sample)
+        return sample(self.global_batch, self.device_generator, device=self.device, rows=self.mine)
 
     def update(self, loss: torch.Tensor, optimizer: str = "model", what: str = "loss") -> None:
         """Backpropagate `loss` and step the optimizer named `optimizer`, with its gradients averaged

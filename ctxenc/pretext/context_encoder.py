@@ -166,7 +166,8 @@ class ContextEncoder(Pretext):
     def train_step(self, batch, ctx):
         images = batch["images"]
         size = images.shape[-1]
-        masks = ctx.draw(lambda n, gen: sample_masks(self.cfg.mask, n, size, gen, **self.cfg.mask_options(size)))
+        masks = ctx.draw_on_device(lambda n, gen, **where: sample_masks(self.cfg.mask, n, size, gen, **where,
+                                                                         **self.cfg.mask_options(size)))
         with ctx.autocast():
             out = self.forward_loss(images, masks)
         metrics = {"loss_rec": out["loss_rec"].detach()}
