@@ -26,11 +26,11 @@ import numpy as np
 import torch
 
 from ctxenc.checkpoint import load_encoder as load_checkpoint_encoder
-from ctxenc.data.transforms import to_model_input
 from ctxenc.device import resolve_device
 from ctxenc.encoders import Encoder
 from ctxenc.errors import UserError
 from ctxenc.evaluators import features
+from ctxenc.evaluators.inputs import ModelInputs
 
 # The frozen protocols' defaults (LinearProbeConfig, KNNConfig): the last stage, pooled to 2 x 2.
 PROBE_GRID = 2
@@ -60,8 +60,9 @@ def load_encoder(path: str | os.PathLike, device: str | torch.device = "cpu") ->
     return encoder.to(resolve_device(device)).eval()
 
 
-def model_input(encoder: Encoder, images: torch.Tensor | np.ndarray) -> torch.Tensor:
-    """uint8 (N, C, H, W) or float (N, C, S, S) in [-1, 1] -> float32 (N, C, S, S) in [-1, 1], on the CPU.
+def model_input(encoder: Encoder, images: torch.Tensor | np.ndarray) -> features.Images:
+    """uint8 (N, C, H, W) -> `ModelInputs` (converted to (B, C, S, S) in [-1, 1] batch by batch, on
+    the encoder's device: never the whole float array); float (N, C, S, S) in [-1, 1] -> float32, on the CPU.
 
     Anything else (wrong channel count or layout, float at another size or outside [-1, 1]) is a
     `UserError` saying what was expected.
@@ -73,7 +74,7 @@ def model_input(encoder: Encoder, images: torch.Tensor | np.ndarray) -> torch.Te
     if images.dim() != 4 or images.shape[1] != c:
         raise UserError(f"images must be (N, C, H, W) with C = {c} channels first, got shape {tuple(images.shape)}.")
     if images.dtype == torch.uint8:
-        return to_model_input(images.cpu(), s)
+        return ModelInputs(images.cpu(), s)
     if not images.is_floating_point():
         raise UserError(f"images must be uint8 (0-255) or float in [-1, 1], got {images.dtype}.")
     if tuple(images.shape[-2:]) != (s, s):

@@ -24,14 +24,16 @@ A suite file (see benchmarks/demo.yaml, benchmarks/paper_table2.yaml):
 
 Every pretext row gets its label from the pretext (every option off its default is in it), and
 a suite whose rows share a label is refused before any work, as is a report section naming a
-protocol or method the suite does not run. Cells whose records exist are skipped and an interrupted pretraining resumes from its snapshot,
+protocol or method the suite does not run. A suite has no `limit:` key (a plumbing check is the command-line mode `--limit`, below).
+Cells whose records exist are skipped and an interrupted pretraining resumes from its snapshot,
 so a re-run continues where a killed one ended. A lock file keeps a second run off the same
 output folder while the first is alive. `run.json` records the run's --limit, --amp and device
 types, and a run with another --limit or --amp is refused the folder (its cells would reuse
 checkpoints and records made otherwise).
 `--limit N` runs every pretext and protocol on N images per split, for the first seed only, with
 3 training steps and evaluators shortened as each protocol's registration says, into its own folder, so a long
-suite is checked end to end in about a minute.
+suite is checked end to end in about a minute; its records carry the limit in their `limit` column,
+and bench says so in one console line.
 """
 
 from __future__ import annotations
@@ -58,7 +60,7 @@ from ctxenc.evaluators import PROTOCOLS
 from ctxenc.io import atomic_write_text, check_writable_folder, output_lock
 from ctxenc.launch import run_jobs, slurm_config, visible_gpus
 from ctxenc.pretext import PretextSpec, pretext_spec
-from ctxenc.results.records import append_records, read_records
+from ctxenc.results.records import read_records, replace_records
 
 LIMIT_TRAIN_STEPS = 3
 
@@ -75,7 +77,7 @@ class Suite:
     pretrain_steps: tuple[int, ...] | None = None
     pretexts: tuple[str | dict, ...] = ({"name": "random"},)
     protocols: tuple = ("linear_probe",)
-    limit: int | None = None
+    limit: object = None  # refused: a plumbing check is `bench --limit N`, a mode of one run, not a property of the suite
     report: dict = field(default_factory=dict)
     # torch's CPU threads for the whole run; 1 avoids OpenMP threads spin-waiting on each other
     # when other jobs share the cores (measured: 20x slower fine-tuning with 2 threads under load).
@@ -103,8 +105,9 @@ class Suite:
                 raise UserError(f"the suite's {key} must be a mapping of option: value, got {getattr(self, key)!r}.")
         if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
             raise UserError(f"threads must be a whole number of at least 1, got {self.threads!r}.")
-        if self.limit is not None and (not isinstance(self.limit, int) or self.limit < 1):
-            raise UserError(f"limit must be a whole number of at least 1, got {self.limit!r}.")
+        if self.limit is not None:
+            raise UserError("a suite has no limit: key (it would turn every run of the suite into a plumbing check); "
+                            "remove it and run 'ctxenc bench SUITE --limit N' for a quick check.")
 
 
 @dataclass(frozen=True)
@@ -196,7 +199,6 @@ def plan_suite(path: str | Path, out_dir: str | Path | None = None, data_root=No
     """
     path = Path(path)
     suite = load_suite(path)
-    limit = limit or suite.limit
     if limit is not None and limit < 1:
         raise UserError(f"--limit must be at least 1, got {limit}.")
     out = Path(out_dir) if out_dir else Path("results") / (suite.suite + (f"-limit{limit}" if limit else ""))
@@ -234,7 +236,7 @@ def run_suite(path: str | Path, out_dir: str | Path | None = None, data_root=Non
     launcher: `inline` runs the cells one after another in this process; `local` runs them as
     `workers` parallel jobs on this machine (under `--device cuda` each on a GPU of its own), `slurm`
     as jobs on a Slurm cluster with the suite's `launcher:` parameters overridden by `slurm`
-    (['KEY=VALUE', ...]), through submitit (`ctxenc.launch`). Records are appended under a file
+    (['KEY=VALUE', ...]), through submitit (`ctxenc.launch`). Records are written under a file
     lock, and a re-run submits only the cells whose records are missing (and, on Slurm, that are
     not queued or running). wait=False (Slurm only) returns once the jobs are submitted.
     download: fetch the suite's datasets here first (cluster nodes often have no internet).
@@ -248,6 +250,9 @@ def run_suite(path: str | Path, out_dir: str | Path | None = None, data_root=Non
     if not wait and launcher != "slurm":
         raise UserError(f"--no-wait leaves Slurm jobs running after the command ends, but the launcher is {launcher}; add --launcher slurm or drop --no-wait.")
     config = slurm_config(suite.launcher, list(slurm), f"launcher of {plan.path}", kind == "cuda", workers) if launcher == "slurm" else None
+    if limit:
+        print(f"[{suite.suite}] plumbing check: first seed only, {LIMIT_TRAIN_STEPS} steps, {limit} images per split — "
+              "not a result", flush=True)
     out.mkdir(parents=True, exist_ok=True)
     pending = 0
     with output_lock(out):
@@ -321,7 +326,8 @@ def run_cell_job(path: str, index: int, out: str, data_root, limit, device, amp)
 
 
 def run_cell(suite: Suite, cell: Cell, protocols, out: Path, data_root, limit, progress, device, amp) -> None:
-    """Pretrain the cell (or resume it) and run its missing protocols, appending their records."""
+    """Pretrain the cell (or resume it) and run its missing protocols, writing their records
+    (replacing any of the same key, e.g. left by a job that was requeued after writing them)."""
     todo = _todo(cell, protocols, out)
     if not todo:
         return
@@ -335,12 +341,12 @@ def run_cell(suite: Suite, cell: Cell, protocols, out: Path, data_root, limit, p
         if limit:
             cfg = PROTOCOLS[name].limited(cfg)
         print(f"[{suite.suite}] {label} on {dataset_name(dataset)}, {_describe(cell)}", flush=True)
-        rows = evaluate(checkpoint, name, cfg, dataset, data_root, limit=limit, label=label, device=device)
+        rows = evaluate(checkpoint, name, cfg, dataset, data_root, limit=limit, label=label, device=device, amp=amp)
         # Checkpoints are recorded relative to the results folder, so the folder can move.
         wall = round(time.perf_counter() - tic, 2)
-        rows = [{**row, "suite": suite.suite, "checkpoint": str(checkpoint.relative_to(out)), "wall_seconds": wall}
-                for row in rows]
-        append_records(out / "records.csv", rows)
+        rows = [{**row, "suite": suite.suite, "checkpoint": str(checkpoint.relative_to(out)), "wall_seconds": wall,
+                 "limit": limit} for row in rows]
+        replace_records(out / "records.csv", rows)
         tic = time.perf_counter()
 
 

@@ -40,12 +40,24 @@ def on_cpu(obj):
     return obj
 
 
-def load_checkpoint(path: str | os.PathLike) -> dict:
-    """Read a ctxenc checkpoint with `weights_only=True`, its tensors on the CPU (`load_state_dict`
-    of a model or optimizer then copies them onto its own device); anything else is a `UserError`."""
+def checkpoint_file(path: str | os.PathLike) -> Path:
+    """A checkpoint file, or a run folder written by `ctxenc pretrain` -> its checkpoint.pt."""
     path = Path(path)
+    if path.is_dir():
+        if not (path / "checkpoint.pt").is_file():
+            raise UserError(f"{path} is a folder without a checkpoint.pt; pass a run folder written by 'ctxenc pretrain' "
+                            "or its checkpoint file.")
+        return path / "checkpoint.pt"
     if not path.is_file():
-        raise UserError(f"checkpoint {path} does not exist; pass the checkpoint.pt written by 'ctxenc pretrain'.")
+        raise UserError(f"checkpoint {path} does not exist; pass the checkpoint.pt written by 'ctxenc pretrain' or its run folder.")
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict:
+    """Read a ctxenc checkpoint (a file, or a run folder holding checkpoint.pt) with `weights_only=True`,
+    its tensors on the CPU (`load_state_dict` of a model or optimizer then copies them onto its own
+    device); anything else is a `UserError`."""
+    path = checkpoint_file(path)
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception:  # pickle, zip and unpickler errors all mean: not a checkpoint

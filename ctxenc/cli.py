@@ -12,9 +12,10 @@ from pathlib import Path
 
 from ctxenc.errors import UserError
 
-EPILOG = ("Data: --data-root DIR, else $CTXENC_DATA, else (Fashion-MNIST) Debian's dataset-fashion-mnist package, else --download. "
-          "DIR is the folder torchvision's class takes: it holds cifar-10-batches-py/, cifar-100-python/, stl10_binary/, "
-          "VOCdevkit/; --dataset imagefolder:SUB reads DIR/SUB.")
+DATA_ROOT = ("Data: --data-root DIR, else $CTXENC_DATA, else (Fashion-MNIST) Debian's dataset-fashion-mnist package, else --download. "
+             "DIR is the folder torchvision's class takes: it holds cifar-10-batches-py/, cifar-100-python/, stl10_binary/, VOCdevkit/")
+EPILOG = DATA_ROOT + "; --dataset imagefolder:SUB reads DIR/SUB."
+BENCH_EPILOG = DATA_ROOT + "; a suite's dataset imagefolder:SUB reads DIR/SUB."
 
 
 def add_data_options(p: argparse.ArgumentParser) -> None:
@@ -23,26 +24,57 @@ def add_data_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", default="fashion_mnist", help=describe_datasets())
     p.add_argument("--data-root", metavar="DIR", help="folder holding the dataset files (default: $CTXENC_DATA, then the Debian package's folder)")
     p.add_argument("--download", action="store_true", help="download the dataset with torchvision when it is not found (needs internet)")
-    p.add_argument("--limit", type=int, metavar="N", help="use only the first N images of each split (quick end-to-end checks)")
+    p.add_argument("--limit", type=int, metavar="N", help="use only the first N images of each split (a quick end-to-end check, "
+                   "recorded in the records' limit column)")
 
 
-def add_device_option(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
+# The options several commands share: one flag, one meaning, one help text (with what is
+# particular to the command after it).
+def add_out(p: argparse.ArgumentParser, default: str | None = None) -> None:
+    p.add_argument("--out", required=default is None, type=Path, metavar="DIR",
+                   help="output folder, created if missing" + (f" (default: {default})" if default else ""))
+
+
+def add_device(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="cpu", help="where the model runs: cpu (default), cuda or cuda:N")
+
+
+def add_amp(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--amp", action="store_true", default=None,
+                   help=f"mixed precision ({what}): float16 with loss scaling on CUDA, bfloat16 on the CPU")
+
+
+def add_seed(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--seed", type=int, help=f"seeds this command's random draws: {what}")
+
+
+def add_no_progress(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars and progress lines")
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from ctxenc import __version__
     from ctxenc.engine import TrainConfig
     from ctxenc.evaluators import PROTOCOLS
     from ctxenc.masks import MASKS
     from ctxenc.pretext import PRETEXTS
 
+    # --debug is accepted before or after the subcommand: each subparser has it too, with a
+    # suppressed default so that it does not reset the value given before the subcommand.
+    debug = argparse.ArgumentParser(add_help=False)
+    debug.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show full tracebacks for errors")
     parser = argparse.ArgumentParser(prog="ctxenc", description="Context-encoder feature learning benchmarks (Pathak et al., CVPR 2016).", epilog=EPILOG)
-    parser.add_argument("--debug", action="store_true", help="show full tracebacks for errors")
+    parser.add_argument("--version", action="version", version=f"ctxenc {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks for errors (also after the command)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parser.commands = sub.choices  # for main(): an unknown option shows its command's usage
 
-    p = sub.add_parser("pretrain", help="pretrain an encoder with a pretext task; writes OUT/checkpoint.pt and OUT/log.jsonl",
-                       description="Pretrain an encoder with a pretext task on the dataset's pretraining split (images only, "
-                                   "unless the pretext trains on labels).", epilog=EPILOG)
+    def command(name: str, **kwargs) -> argparse.ArgumentParser:
+        return sub.add_parser(name, parents=[debug], **kwargs)
+
+    p = command("pretrain", help="pretrain an encoder with a pretext task; writes OUT/checkpoint.pt and OUT/log.jsonl",
+                description="Pretrain an encoder with a pretext task on the dataset's pretraining split (images only, "
+                            "unless the pretext trains on labels).", epilog=EPILOG)
     p.add_argument("--pretext", required=True, choices=list(PRETEXTS), help="; ".join(
         f"{name}: {(cls.__doc__ or name).strip().splitlines()[0].rstrip('.')}" for name, cls in PRETEXTS.items()).replace("%", "%%"))
     p.add_argument("--option", "-o", action="append", default=[], metavar="KEY=VALUE",
@@ -59,43 +91,49 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input-size", type=int, help="encoder input size in px (default: the encoder's); images within 15%% are padded or cropped, others resized")
     add_data_options(p)
     p.add_argument("--split", help="split to pretrain on (default: the dataset's pretraining split: fashion_scenes pool, stl10 train; also stl10 unlabeled or train+unlabeled)")
-    add_device_option(p)
+    add_device(p)
     d = TrainConfig
-    t = p.add_argument_group("training")
+    t = p.add_argument_group("training (its length: --epochs, or --steps, or --epochs capped by --max-steps)")
     t.add_argument("--augment", action="store_true", default=None, help="random crop + horizontal flip of every batch, as the paper's pretraining")
-    t.add_argument("--amp", action="store_true", default=None, help="mixed precision: float16 with loss scaling on CUDA, bfloat16 on the CPU")
+    add_amp(t, "of the training")
     t.add_argument("--epochs", type=int, help=f"passes over the training images (default: {d.epochs})")
-    t.add_argument("--steps", type=int, help="train exactly this many steps, whatever the data size (overrides --epochs)")
+    t.add_argument("--steps", type=int, help="train exactly this many steps, whatever the data size (instead of --epochs)")
+    t.add_argument("--max-steps", type=int, help="stop after this many steps, or at the end of --epochs if sooner")
     t.add_argument("--batch-size", type=int, help=f"images per step (default: {d.batch_size}, as in the paper's code)")
     t.add_argument("--lr", type=float, help=f"Adam learning rate (default: {d.lr}, as in the paper's code)")
-    t.add_argument("--max-steps", type=int, help="stop after this many steps")
-    t.add_argument("--seed", type=int, help=f"seeds initial weights, data order and masks (default: {d.seed})")
+    add_seed(t, f"initial weights, data order and masks (default: {d.seed})")
     t.add_argument("--log-every", type=int, metavar="STEPS", help=f"steps between lines of OUT/log.jsonl (default: {d.log_every})")
     t.add_argument("--checkpoint-every", type=int, metavar="STEPS", help=f"steps between resumable snapshots OUT/last.pt (default: {d.checkpoint_every}, and at each epoch's end)")
     t.add_argument("--snapshot-minutes", type=float, metavar="MIN", help="instead of --checkpoint-every: snapshot at the first log line MIN minutes after the last snapshot (large models, whose snapshot is a multi-GB write)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt after an interruption (same settings); exact on CPU")
-    p.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder")
-    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    add_out(p)
+    add_no_progress(p)
 
-    p = sub.add_parser("evaluate", help="evaluate a checkpoint's encoder with one protocol (frozen or fine-tuned, as the protocol says); appends rows to OUT/records.csv",
-                       description="Evaluate the encoder of a checkpoint with one protocol, on the test split.", epilog=EPILOG)
-    p.add_argument("--checkpoint", required=True, type=Path, metavar="FILE", help="checkpoint.pt written by 'ctxenc pretrain'")
-    p.add_argument("--protocol", required=True, metavar="NAME|YAML", help=f"protocol name ({', '.join(PROTOCOLS)}) or a YAML file such as eval/linear_probe.yaml")
+    p = command("evaluate", help="evaluate a checkpoint's encoder with one or more protocols; writes their rows to OUT/records.csv",
+                description="Evaluate the encoder of a checkpoint with each --protocol given, on the test split. Its rows in "
+                            "OUT/records.csv replace those of an earlier run of the same evaluation (same method, seed, protocol "
+                            "label, dataset and --limit), so a repeated command never adds rows.", epilog=EPILOG)
+    p.add_argument("--checkpoint", required=True, type=Path, metavar="FILE|DIR", help="checkpoint.pt written by 'ctxenc pretrain', or its run folder")
+    p.add_argument("--protocol", required=True, action="append", metavar="NAME|YAML",
+                   help=f"protocol name ({', '.join(PROTOCOLS)}) or a YAML file such as eval/linear_probe.yaml; repeat it to run several")
     add_data_options(p)
-    add_device_option(p)
-    p.add_argument("--out", required=True, type=Path, metavar="DIR", help="folder whose records.csv gets the rows")
+    add_device(p)
+    add_amp(p, "of the encoder's forward passes")
+    add_seed(p, "the protocol's validation split, initial weights and batch order (default: the checkpoint's training seed, as bench does)")
+    add_out(p, "the checkpoint's folder")
+    add_no_progress(p)
 
-    p = sub.add_parser("bench", help="run a suite (pretext x seed x protocol) and write records, table, plots and report",
-                       description="Run every cell of a suite YAML; cells whose records exist are skipped.", epilog=EPILOG)
+    p = command("bench", help="run a suite (pretext x seed x protocol) and write records, table, plots and report",
+                description="Run every cell of a suite YAML; cells whose records exist are skipped.", epilog=BENCH_EPILOG)
     p.add_argument("suite", type=Path, help="suite YAML, e.g. benchmarks/demo.yaml")
-    p.add_argument("--out", type=Path, metavar="DIR", help="output folder (default: results/<suite name>, or results/<suite name>-limitN with --limit)")
+    add_out(p, "results/<suite name>, or results/<suite name>-limitN with --limit")
     p.add_argument("--data-root", metavar="DIR", help="folder holding the dataset files (default: $CTXENC_DATA)")
     p.add_argument("--download", action="store_true", help="download the suite's datasets with torchvision where they are not "
                    "found, in this process before any cell runs (needs internet here, not on the cluster's nodes)")
-    p.add_argument("--limit", type=int, metavar="N", help="run every cell on N images per split, 3 training steps and shortened evaluators, to check a suite end to end")
-    add_device_option(p)
-    p.add_argument("--amp", action="store_true", help="pretrain in mixed precision (float16 on CUDA, bfloat16 on the CPU); "
-                   "a results folder holds fp32 or AMP cells, not both")
+    p.add_argument("--limit", type=int, metavar="N", help="a plumbing check, not a result: every cell on N images per split, the first "
+                   "seed only, 3 training steps and shortened evaluators, to check a suite end to end")
+    add_device(p)
+    add_amp(p, "of pretraining and evaluation; a results folder holds fp32 or AMP cells, not both")
     p.add_argument("--launcher", choices=["inline", "local", "slurm"], default="inline",
                    help="inline: cells one after another in this process (default); local: WORKERS parallel jobs on this "
                         "machine; slurm: one Slurm job per cell (submitit), requeued when it reaches its time limit or is "
@@ -114,34 +152,36 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --launcher slurm: submit the jobs and exit; the same command run later collects the records, "
                         "submits again the cells that ended without them (not those still queued or running) and writes "
                         "the report once every cell is done")
-    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    add_no_progress(p)
 
-    p = sub.add_parser("inpaint", help="fill a hole in your own images with a context-encoder checkpoint, at their own size",
-                       description="Inpaint images with a context-encoder checkpoint. The model sees each image's central square "
-                                   "at its input size; its fill is resized back and written into the hole only, so every other "
-                                   "pixel of the output is the input's. Per image OUT gets IMAGE.inpainted.png and "
-                                   "IMAGE.side_by_side.png (input with the hole in red / result / original), IMAGE being the input's "
-                                   "file name (a.png -> a.png.inpainted.png). Unreadable images get a one-sentence error and the "
-                                   "others are still processed (exit code 2).")
+    p = command("inpaint", help="fill a hole in your own images with a context-encoder checkpoint, at their own size",
+                description="Inpaint images with a context-encoder checkpoint. The model sees each image's central square "
+                            "at its input size; its fill is resized back and written into the hole only, so every other "
+                            "pixel of the output is the input's. Per image OUT gets IMAGE.inpainted.png and "
+                            "IMAGE.side_by_side.png (input with the hole in red / result / original), IMAGE being the input's "
+                            "file name (a.png -> a.png.inpainted.png). Unreadable images get a one-sentence error and the "
+                            "others are still processed (exit code 2).")
     p.add_argument("--checkpoint", required=True, type=Path, metavar="FILE|DIR", help="checkpoint.pt of a context_encoder pretraining, or its run folder")
     p.add_argument("--mask", metavar="KIND|MASK.png",
                    help="the hole: the checkpoint's own mask kind (default: its center square, or a random_region / random_block mask "
                         "drawn with --seed), another kind (center, random_block, random_region), or a mask image at the image's size "
                         "whose white pixels mark the hole (inside the central square the model sees)")
-    p.add_argument("--seed", type=int, default=0, help="seeds the random holes, one draw per image in the order given (default: 0)")
-    add_device_option(p)
+    add_seed(p, "the random holes, one draw per image in the order given (default: 0)")
+    add_device(p)
     p.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="PNG/JPEG files of any size and mode")
-    p.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder")
+    add_out(p)
 
-    p = sub.add_parser("export", help="write a checkpoint's encoder as a plain state_dict (OUT/encoder.pt) and OUT/encoder.json",
-                       description="Export the encoder of a checkpoint for use without ctxenc: OUT/encoder.pt holds its state_dict "
-                                   "(tensors only), OUT/encoder.json its name, options, stages and input contract. A timm:<model> "
-                                   "encoder's state_dict loads into timm.create_model(...) with strict=True; encoder.json gives the arguments.")
+    p = command("export", help="write a checkpoint's encoder as a plain state_dict (OUT/encoder.pt) and OUT/encoder.json",
+                description="Export the encoder of a checkpoint for use without ctxenc: OUT/encoder.pt holds its state_dict "
+                            "(tensors only), OUT/encoder.json its name, options, stages and input contract. A timm:<model> "
+                            "encoder's state_dict loads into timm.create_model(...) with strict=True; encoder.json gives the arguments.")
     p.add_argument("checkpoint", type=Path, metavar="CHECKPOINT", help="checkpoint.pt written by 'ctxenc pretrain', or its run folder")
-    p.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder")
+    add_out(p)
 
-    p = sub.add_parser("report", help="(re)write table.md, bars.png, inpainting.png and report.md from DIR/records.csv")
+    p = command("report", help="(re)write table.md, table.tex, the figures and report.md from DIR/records.csv",
+                description="Write the tables, figures and report.md of a results folder's records.csv.")
     p.add_argument("dir", type=Path, help="results folder holding records.csv")
+    add_out(p, "DIR; another folder gets a copy of records.csv, suite.yaml and run.json beside the report")
     p.add_argument("--data-root", metavar="DIR", help="folder holding the dataset files (for the inpainting figure)")
     return parser
 
@@ -172,16 +212,93 @@ def check_out_folder(out: Path) -> None:
     check_writable_folder(out, "--out")
 
 
+def check_at_least(args: argparse.Namespace, minimum: float, *flags: str, why: str = "") -> None:
+    """Each of `flags` (as the user writes them) that was given must be at least `minimum`."""
+    for flag in flags:
+        value = getattr(args, flag.removeprefix("--").replace("-", "_"))
+        if value is not None and not value >= minimum:
+            raise UserError(f"{flag} must be at least {minimum:g}{why}, got {value:g}.")
+
+
+def check_training_length(args: argparse.Namespace) -> None:
+    """One way to set how long pretraining runs: --steps alone, or --epochs capped by --max-steps.
+
+    --steps with --epochs or --max-steps would contradict (the checkpoint would record one
+    budget and train another), so it is refused, as is a length of 0 (an untrained encoder is
+    the random pretext).
+    """
+    check_at_least(args, 1, "--steps", "--epochs", "--max-steps",
+                   why=" (an untrained encoder is the baseline --pretext random)")
+    for other in ("epochs", "max_steps"):
+        if args.steps is not None and getattr(args, other) is not None:
+            flag = "--" + other.replace("_", "-")
+            raise UserError(f"--steps {args.steps} and {flag} {getattr(args, other)} both set the training length; give one of them.")
+    check_at_least(args, 1, "--batch-size", "--log-every", "--checkpoint-every")
+    check_at_least(args, 0, "--snapshot-minutes")
+    if args.lr is not None and not args.lr > 0:
+        raise UserError(f"--lr must be above 0, got {args.lr:g}.")
+
+
 def check_limit(limit: int | None) -> None:
     if limit is not None and limit < 1:
         raise UserError(f"--limit must be at least 1 (images per split), got {limit}.")
 
 
 def check_results_folder(folder: Path) -> None:
-    """`ctxenc report DIR`: DIR must be a folder (holding records.csv) that can be written."""
+    """`ctxenc report DIR`: DIR must be a folder holding records.csv."""
     if not folder.is_dir():
         raise UserError(f"{folder} is not a folder; pass the results folder that holds records.csv.")
-    check_out_folder(folder)
+
+
+def progress_line(args: argparse.Namespace, message: str) -> None:
+    """A line telling what runs now (hidden by --no-progress), on stdout beside the results, as
+    bench's cell lines are: stderr stays for errors."""
+    if not args.no_progress:
+        print(message, flush=True)
+
+
+def run_evaluate(args: argparse.Namespace) -> None:
+    """`ctxenc evaluate`: each --protocol in turn, every row written with replace_records."""
+    import dataclasses
+    import time
+
+    from ctxenc.checkpoint import checkpoint_file, load_encoder
+    from ctxenc.evaluation import evaluate, resolve_protocol
+    from ctxenc.results.records import replace_records
+
+    protocols = [resolve_protocol(spec) for spec in args.protocol]
+    labels = [label for label, _, _ in protocols]
+    twice = sorted({x for x in labels if labels.count(x) > 1})
+    if twice:
+        raise UserError(f"--protocol {twice[0]} is given twice; give each protocol once (or a YAML file with its own label).")
+    check_limit(args.limit)
+    checkpoint = checkpoint_file(args.checkpoint)
+    out = args.out or checkpoint.parent
+    check_out_folder(out)
+    _, ckpt = load_encoder(checkpoint)  # a checkpoint that does not load fails here, before any progress line
+    seed = args.seed if args.seed is not None else ckpt["train"]["seed"]
+    if args.download:
+        from ctxenc.data import eval_splits, load_dataset
+
+        load_dataset(args.dataset, eval_splits(args.dataset)[0], args.data_root, download=True, limit=1)
+    records = out / "records.csv"
+    for i, (label, name, config) in enumerate(protocols, 1):
+        if hasattr(config, "seed"):  # as bench does: the seed varies the evaluation too
+            config = dataclasses.replace(config, seed=seed)
+        progress_line(args, f"evaluate {label} ({i}/{len(protocols)}) on {args.dataset}"
+                            + (f", --limit {args.limit}" if args.limit else "") + " ...")
+        tic = time.perf_counter()
+        rows = evaluate(checkpoint, name, config, args.dataset, args.data_root, args.limit, label=label,
+                        device=args.device, amp=bool(args.amp))
+        progress_line(args, f"evaluate {label}: done in {time.perf_counter() - tic:.1f} s")
+        rows = [{**row, "suite": "adhoc", "limit": args.limit} for row in rows]
+        _, replaced = replace_records(records, rows)
+        for row in rows:
+            print(f"{row['protocol']} {row['metric']}: {row['value']:.4f}")
+        if replaced:
+            print(f"replaced {replaced} rows of an earlier run of this evaluation with {len(rows)} rows in {records}")
+        else:
+            print(f"added {len(rows)} rows to {records}")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -192,6 +309,7 @@ def run(args: argparse.Namespace) -> int:
         from ctxenc.engine import TrainConfig, pretrain
         from ctxenc.pretext import pretext_spec
 
+        check_training_length(args)
         pretext = pretext_spec({"name": args.pretext, **pretext_options(args)}, "--pretext and its options")
         given = {k: getattr(args, k) for k in ("epochs", "steps", "batch_size", "lr", "seed", "max_steps", "log_every",
                                                "checkpoint_every", "snapshot_minutes", "augment", "amp") if getattr(args, k) is not None}
@@ -208,22 +326,7 @@ def run(args: argparse.Namespace) -> int:
         finally:
             distributed.close()
     elif args.command == "evaluate":
-        from ctxenc.evaluation import evaluate, resolve_protocol
-        from ctxenc.results.records import append_records
-
-        label, name, config = resolve_protocol(args.protocol)
-        check_limit(args.limit)
-        check_out_folder(args.out)
-        if args.download:
-            from ctxenc.data import eval_splits, load_dataset
-
-            load_dataset(args.dataset, eval_splits(args.dataset)[0], args.data_root, download=True, limit=1)
-        rows = evaluate(args.checkpoint, name, config, args.dataset, args.data_root, args.limit, label=label,
-                        device=args.device)
-        append_records(args.out / "records.csv", [{**row, "suite": "adhoc"} for row in rows])
-        for row in rows:
-            print(f"{row['protocol']} {row['metric']}: {row['value']:.4f}")
-        print(f"appended {len(rows)} rows to {args.out / 'records.csv'}")
+        run_evaluate(args)
     elif args.command == "bench":
         from ctxenc.bench import run_suite
         from ctxenc.results.report import write_report
@@ -231,7 +334,7 @@ def run(args: argparse.Namespace) -> int:
         if args.workers < 1:
             raise UserError(f"--workers must be at least 1, got {args.workers}.")
         out, pending = run_suite(args.suite, args.out, args.data_root, args.limit, progress=not args.no_progress,
-                                 device=args.device, amp=args.amp, launcher=args.launcher, workers=args.workers,
+                                 device=args.device, amp=bool(args.amp), launcher=args.launcher, workers=args.workers,
                                  slurm=args.slurm, wait=not args.no_wait, download=args.download)
         if pending:
             print(f"{pending} Slurm job(s) queued or running (logs in {out / 'jobs'}); run the same command again to collect "
@@ -242,12 +345,15 @@ def run(args: argparse.Namespace) -> int:
         from ctxenc.results.report import write_report
 
         check_results_folder(args.dir)
-        print(f"wrote {write_report(args.dir, args.data_root)}")
+        out = args.out or args.dir
+        check_out_folder(out)
+        print(f"wrote {write_report(args.dir, args.data_root, out=out)}")
     elif args.command == "inpaint":
         from ctxenc.inpaint import inpaint_files
 
         check_out_folder(args.out)
-        written, errors = inpaint_files(args.checkpoint, args.images, args.mask, args.out, args.device, args.seed)
+        seed = args.seed if args.seed is not None else 0
+        written, errors = inpaint_files(args.checkpoint, args.images, args.mask, args.out, args.device, seed)
         for message in errors:
             print(f"ctxenc: error: {message}", file=sys.stderr)
         print(f"wrote {len(written)} files to {args.out}")
@@ -262,7 +368,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # argparse would blame the top-level parser; the command's own usage helps more
+        parser.commands[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
         code = run(args)
     except UserError as err:

@@ -2,8 +2,9 @@
 
 `pretrain()` is the whole job behind `ctxenc pretrain`: load the data (uint8, in memory or
 memory-mapped), build the encoder and pretext model from the seed, train, and write
-`checkpoint.pt` and `log.jsonl`. Each process copies its slice of each global batch to the
-training device and converts (and augments) it there, so a dataset is never held in float.
+`checkpoint.pt` and `log.jsonl`. Each process reads its slice of each global batch one step
+ahead, in a background thread (`RowReader`), copies it to the training device and converts (and
+augments) it there, so a dataset is never held in float.
 
 Everything a step computes stays on the device: the loop reads values on the host once per log
 line (`host_values`: the loss sums and the non-finite check), so a GPU is never left waiting for
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -28,7 +30,7 @@ import torch
 from ctxenc import distributed
 from ctxenc.checkpoint import load_checkpoint, save_checkpoint
 from ctxenc.data import dataset_name, load_dataset, pretrain_split
-from ctxenc.data.transforms import _resize_shorter_side, load_size_for, to_model_input, to_unit_range
+from ctxenc.data.transforms import crop_flip, crop_flip_draws, load_size_for, to_model_input
 from ctxenc.device import grad_scaler, resolve_device
 from ctxenc.encoders import create_encoder, default_input_size
 from ctxenc.errors import UserError
@@ -212,14 +214,18 @@ def train_loop(model: Pretext, images: torch.Tensor, labels: torch.Tensor | None
                        disable=not progress or not distributed.is_main())
     tic = last_snapshot = time.perf_counter()
     start_step = step
-    with bar:
+    with bar, RowReader(images, labels if model.needs_labels else None, device) as reader:
         while step < total:
             i = step % steps_per_epoch
             if i == 0:
                 order = torch.randperm(n, generator=gen)
             ctx.step = step
-            batch = local_batch(images, labels if model.needs_labels else None, order[i * cfg.batch_size : (i + 1) * cfg.batch_size],
-                                size, cfg.augment, ctx)
+            # The thread reads the next step's rows while this one trains (within the epoch: the
+            # next epoch's order is drawn at its first step, after this step's masks).
+            following = order[(i + 1) * cfg.batch_size : (i + 2) * cfg.batch_size][ctx.mine] \
+                if i + 1 < steps_per_epoch and step + 1 < total else None
+            rows = reader.read(order[i * cfg.batch_size : (i + 1) * cfg.batch_size][ctx.mine], following)
+            batch = local_batch(rows, size, cfg.augment, ctx)
             metrics = model.train_step(batch, ctx)
             scaler.update()
             step += 1
@@ -271,51 +277,67 @@ def host_values(values: torch.Tensor) -> list[float]:
     return values.tolist()
 
 
-def local_batch(images: torch.Tensor, labels: torch.Tensor | None, index: torch.Tensor, size: int, augment: bool,
-                ctx: StepContext) -> dict[str, torch.Tensor]:
-    """This process's slice of the global batch `index` (B,), on the training device: images
-    (B/world, C, size, size) in [-1, 1], and labels when given.
+class RowReader:
+    """This process's rows of each global batch, read one step ahead in a background thread.
 
-    Each process copies and converts only its own images. Crops and flips, like masks, are
-    drawn for the global batch on every process and then sliced, so they equal one process's.
+    Rows of a memory-mapped dataset larger than memory (ImageNet's decoded cache) are read from the
+    disk; on CUDA they are also written to pinned memory, from which the copy onto the GPU does
+    not wait. The thread does only that: every random draw stays in the loop, in its order, so
+    a run and its resumes are what they were without it. A thread, not DataLoader workers: the
+    data is one uint8 tensor, `index_select` releases the GIL, and nothing crosses a process
+    (`benchmarks/input_pipeline.py` measures both). Use as a context manager: leaving it (an
+    exception, Ctrl-C) cancels what was asked ahead and joins the thread.
     """
-    mine = index[ctx.mine]
-    raw = ctx.to_device(images[mine])
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor | None, device: torch.device):
+        self.data = {"images": images, **({"labels": labels} if labels is not None else {})}
+        self.pin = device.type == "cuda"
+        # Pinning from a thread uses its current device: make it the training one, not cuda:0.
+        self.pool = ThreadPoolExecutor(1, "ctxenc-rows", initializer=torch.cuda.set_device if self.pin else None,
+                                       initargs=(device,) if self.pin else ())
+        self.ahead = None  # (rows, future) asked for by the previous `read`
+
+    def read(self, rows: torch.Tensor, following: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """rows (b,) int64 -> {"images": uint8 (b, C, H, W), "labels": (b, ...)} on the CPU (pinned
+        on CUDA): read ahead if the previous call named them as `following`; then `following`
+        (the next step's rows, or None) is asked for."""
+        if self.ahead is not None and torch.equal(self.ahead[0], rows):
+            future = self.ahead[1]
+        else:
+            future = self.pool.submit(self._gather, rows)
+        self.ahead = (following, self.pool.submit(self._gather, following)) if following is not None else None
+        return future.result()
+
+    def _gather(self, rows: torch.Tensor) -> dict[str, torch.Tensor]:
+        # index_select copies whole rows (measured ~10x faster than indexing a memory map).
+        return {name: torch.index_select(data, 0, rows, out=torch.empty((len(rows), *data.shape[1:]), dtype=data.dtype,
+                                                                          pin_memory=self.pin))
+                for name, data in self.data.items()}
+
+    def __enter__(self) -> RowReader:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+def local_batch(rows: dict[str, torch.Tensor], size: int, augment: bool, ctx: StepContext) -> dict[str, torch.Tensor]:
+    """rows: this process's slice of the global batch, from `RowReader.read` -> the same on the
+    training device: images (B/world, C, size, size) in [-1, 1], and labels when read.
+
+    Crops and flips, like masks, are drawn for the global batch on every process and then sliced,
+    so they equal one process's.
+    """
+    raw = ctx.to_device(rows["images"])
     if augment:
-        x = to_unit_range(raw)
-        store = load_size_for(size)
-        if min(x.shape[-2:]) != store:
-            x = _resize_shorter_side(x, store, "bilinear")
-        draws = crop_flip_draws(len(index), x.shape[-2:], size, ctx.generator)
-        x = crop_flip(x, ctx.to_device(draws[ctx.mine]), size)
+        draws = crop_flip_draws(ctx.global_batch, raw.shape[-2:], size, ctx.generator)
+        x = crop_flip(raw, ctx.to_device(draws[ctx.mine]), size)
     else:
         x = to_model_input(raw, size)
     batch = {"images": x}
-    if labels is not None:
-        batch["labels"] = ctx.to_device(labels[mine])
+    if "labels" in rows:
+        batch["labels"] = ctx.to_device(rows["labels"])
     return batch
-
-
-def crop_flip_draws(n: int, shape: tuple[int, int], size: int, generator: torch.Generator) -> torch.Tensor:
-    """The paper's pretraining augmentation for n images of `shape` (h, w), already at
-    `load_size_for(size)`: int64 (n, 3) rows (top, left, flip) of a random `size` crop and a
-    horizontal flip (p = 0.5), drawn from the CPU `generator` in the order of
-    `ctxenc.data.transforms.random_crop_flip` (so the same seed gives the same crops)."""
-    h, w = shape
-    tops = torch.randint(0, h - size + 1, (n,), generator=generator)
-    lefts = torch.randint(0, w - size + 1, (n,), generator=generator)
-    flips = torch.rand(n, generator=generator) < 0.5
-    return torch.stack([tops, lefts, flips.long()], dim=1)
-
-
-def crop_flip(x: torch.Tensor, draws: torch.Tensor, size: int) -> torch.Tensor:
-    """x: (B, C, h, w); draws: int64 (B, 3) from `crop_flip_draws`, on x's device -> the crops
-    (B, C, size, size), flipped ones read right to left: one gather, not a kernel per image."""
-    span = torch.arange(size, device=x.device)
-    rows = draws[:, 0:1] + span  # (B, size)
-    cols = draws[:, 1:2] + torch.where(draws[:, 2:3].bool(), size - 1 - span, span)  # (B, size)
-    batch = torch.arange(len(x), device=x.device)[:, None, None]
-    return x.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2).contiguous()
 
 
 def truncate_log(path: Path, step: int) -> None:

@@ -11,11 +11,13 @@ import torch
 from ctxenc.checkpoint import checkpoint_pretext, load_encoder, rebuild_model
 from ctxenc.config import brief, from_dict, read_yaml
 from ctxenc.data import dataset_name, dataset_spec, dataset_tasks, eval_splits, load_dataset
-from ctxenc.data.transforms import fit_label_maps, load_size_for, to_model_input
+from ctxenc.data.transforms import fit_label_maps, load_size_for
 from ctxenc.device import resolve_device
 from ctxenc.errors import UserError
 from ctxenc.evaluators import PROTOCOLS
-from ctxenc.provenance import provenance
+from ctxenc.evaluators.features import bfloat16_inference
+from ctxenc.evaluators.inputs import ModelInputs
+from ctxenc.provenance import device_fields, provenance
 
 
 MAX_LABEL_BYTES = 100  # a file name holds 255 bytes: `label_fraction-<label>.png` must fit
@@ -53,10 +55,12 @@ def resolve_protocol(spec: str | dict, search: tuple[Path, ...] = ()) -> tuple[s
 
 
 def prepared_split(dataset, split: str, data_root, size: int, limit: int | None,
-                   target: str = "labels") -> tuple[torch.Tensor, torch.Tensor | None]:
-    """(images (N, C, size, size) in [-1, 1], targets), loaded once per process.
+                   target: str = "labels") -> tuple[ModelInputs, torch.Tensor | None]:
+    """(images, targets), loaded once per process.
 
-    dataset: a name or {name, **options}; target: `labels` (N,) / (N, K) or `class_maps` (N, size, size).
+    images: the stored uint8 images as `ModelInputs`, which an evaluator reads as (N, C, size, size)
+    in [-1, 1], batch by batch (converted on the device): the split is never held as float.
+    dataset: a name or {name, **options}; target: `labels` (N,) / (N, K), `class_maps` (N, size, size) or `boxes`.
     """
     return _prepared_split(dataset_spec(dataset), split, data_root, size, limit, target)
 
@@ -93,15 +97,19 @@ def _prepared_split(spec: tuple, split: str, data_root, size: int, limit: int | 
         from ctxenc.data.transforms import fit_boxes
 
         targets = fit_boxes(targets, tuple(data.images.shape[-2:]), size)
-    return to_model_input(data.images, size), targets
+    return ModelInputs(data.images, size), targets
 
 
 def evaluate(checkpoint: str | Path, protocol: str, config, dataset, data_root=None,
-             limit: int | None = None, label: str | None = None, device: str = "cpu") -> list[dict]:
+             limit: int | None = None, label: str | None = None, device: str = "cpu", amp: bool = False) -> list[dict]:
     """Run one protocol on the encoder of `checkpoint`; returns records rows (without `suite`).
 
     dataset: a name or {name, **options}; label: the records' protocol name (default: `protocol`).
-    The encoder runs on `device`; evaluators follow it (features are computed there).
+    The encoder runs on `device`; evaluators follow it (images are converted and features computed
+    there, batch by batch). amp: the batched forward passes (frozen features, BatchNorm
+    recalibration, inpainting, scoring a fine-tuned model) run under bfloat16 autocast, their
+    outputs cast back to float32 before any probe, head or metric; the training steps of the
+    fine-tuning protocols (finetune, segmentation, detection) stay float32.
     """
     check_protocol_fits(protocol, dataset, data_root)
     dev = resolve_device(device)
@@ -116,7 +124,8 @@ def evaluate(checkpoint: str | Path, protocol: str, config, dataset, data_root=N
         raise UserError(f"{name} has {train[0].shape[1]}-channel images but the checkpoint's encoder takes {encoder.in_channels}.")
     subject = rebuild_model(ckpt).eval() if getattr(config, "uses_model", False) else encoder
     start = time.perf_counter()
-    metrics = PROTOCOLS[protocol].run(subject.to(dev), train, test, config)
+    with bfloat16_inference(amp):
+        metrics = PROTOCOLS[protocol].run(subject.to(dev), train, test, config)
     seconds = time.perf_counter() - start
     base = {
         "dataset": name,
@@ -130,5 +139,6 @@ def evaluate(checkpoint: str | Path, protocol: str, config, dataset, data_root=N
         "eval_seconds": round(seconds, 2),
         "checkpoint": str(checkpoint),
         **provenance(),
+        **device_fields(dev, amp),
     }
     return [{**base, "metric": k, "value": v} for k, v in metrics.items()]

@@ -37,13 +37,16 @@ def cache_root() -> Path:
 def atomic_write(path: str | os.PathLike, write: Callable[[IO], None], binary: bool = True) -> Path:
     """Call `write(file)` on a temporary file beside `path`, fsync it, then rename it to `path`.
 
-    On any failure the temporary file is removed and `path` keeps its previous content; a full
-    disk (ENOSPC) is a `UserError` naming the folder and the free space left.
+    The file gets the mode any other tool's output gets (0666 less the umask), not mkstemp's
+    private 0600, so collaborators can read the results. On any failure the temporary file is
+    removed and `path` keeps its previous content; a full disk (ENOSPC) is a `UserError` naming
+    the folder and the free space left.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~current_umask())
         with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"newline": ""})) as f:
             write(f)
             f.flush()
@@ -56,6 +59,13 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO], None], binary: b
             raise disk_full_error(path, written, at_least=True) from None
         raise
     return path
+
+
+def current_umask() -> int:
+    """The process's umask (reading it means setting it: set it straight back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def is_disk_full(err: BaseException | None) -> bool:

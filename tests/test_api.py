@@ -66,7 +66,7 @@ def test_extract_features_gives_the_matrices_the_probes_fit_on(run, monkeypatch)
     # Without recalibration, the checkpoint's statistics: not the features the protocols score.
     stale = ctxenc.extract_features(encoder, raw_train, recalibrate_bn=False)
     assert not torch.allclose(stale, fitted[2], atol=1e-3)
-    assert_close(stale, encoder.pooled(train[0], grid=2), rtol=1e-5, atol=1e-5)
+    assert_close(stale, encoder.pooled(train[0].to("cpu"), grid=2), rtol=1e-5, atol=1e-5)
 
 
 def test_float_input_and_the_input_contract(run):

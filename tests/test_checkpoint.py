@@ -75,3 +75,13 @@ def test_checkpoints_hold_cpu_tensors_wherever_they_trained(tmp_path, monkeypatc
 def test_checkpoints_say_where_they_trained(checkpoint):
     provenance = load_checkpoint(checkpoint)["provenance"]
     assert (provenance["device"], provenance["gpu"], provenance["amp"]) == ("cpu", "", False)
+
+
+def test_a_run_folder_names_its_checkpoint(checkpoint, tmp_path):
+    folder = checkpoint.parent
+    assert load_checkpoint(folder)["pretrain_steps"] == load_checkpoint(checkpoint)["pretrain_steps"]
+    encoder, _ = load_encoder(folder)
+    assert not encoder.training
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match="is a folder without a checkpoint.pt"):
+        load_checkpoint(tmp_path / "empty")

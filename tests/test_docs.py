@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import functools
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +53,7 @@ def option_strings(parser: argparse.ArgumentParser) -> set[str]:
     return {s for action in parser._actions for s in action.option_strings}
 
 
+@functools.cache
 def ctxenc_flags() -> tuple[set[str], dict[str, set[str]]]:
     """(top-level flags, {subcommand: its flags}) of `ctxenc`, read from its real parser."""
     parser = build_parser()
@@ -112,8 +114,13 @@ def clean(token: str) -> str:
 
 def uses(path: Path, subcommands: set[str], root: Path = ROOT) -> list[Use]:
     """Every `--flag` in `path`, with the command it belongs to."""
+    return uses_in(segments(path), str(path.relative_to(root)), subcommands)
+
+
+def uses_in(pieces: list[tuple[int, str]], name: str, subcommands: set[str]) -> list[Use]:
+    """Every `--flag` in (line number, text) pieces of the file `name`, with the command it belongs to."""
     found = []
-    for number, text in segments(path):
+    for number, text in pieces:
         tokens = text.split()
         owner, previous, command_position = None, "", True
         for i, raw in enumerate(tokens):
@@ -131,7 +138,7 @@ def uses(path: Path, subcommands: set[str], root: Path = ROOT) -> list[Use]:
                 owner = ("foreign", token.rsplit("/", 1)[-1])
             for flag in FLAG.findall(raw):
                 here = owner if owner is not None or previous not in subcommands else ("ctxenc", previous)
-                found.append(Use(f"{path.relative_to(root)}:{number}", flag, here))
+                found.append(Use(f"{name}:{number}", flag, here))
             # an environment assignment (OMP_NUM_THREADS=1) keeps the next word in command position
             command_position = bool(re.fullmatch(r"[A-Z_][A-Z0-9_]*=\S*", raw))
             previous = token
@@ -139,13 +146,18 @@ def uses(path: Path, subcommands: set[str], root: Path = ROOT) -> list[Use]:
 
 
 def refused(path: Path, root: Path = ROOT) -> list[str]:
-    """'file:line: why' for each flag of `path` that the command it is used with does not accept."""
+    """'file:line: why' for each flag of `path` that the command it is used with does not accept.
+    A suite's comments speak of `ctxenc bench`; elsewhere a flag in prose belongs to no one command."""
+    found = uses(path, set(ctxenc_flags()[1]), root)
+    return judge(found, ("ctxenc", "bench") if path.suffix == ".yaml" else None, root)
+
+
+def judge(found: list[Use], prose_owner: tuple[str, str] | None, root: Path = ROOT) -> list[str]:
+    """'file:line: why' for each use whose command does not accept its flag (prose: `prose_owner`'s)."""
     top, subs = ctxenc_flags()
     scripts = {f"benchmarks/{p.name}": script_flags(p) for p in (root / "benchmarks").glob("*.py")}
-    found = uses(path, set(subs), root)
     # A flag of torchrun named in prose is fine once a torchrun line of the same file used it.
     anywhere = top | set().union(*subs.values(), *scripts.values(), {u.flag for u in found if u.owner and u.owner[0] == "foreign"})
-    prose_owner = ("ctxenc", "bench") if path.suffix == ".yaml" else None  # a suite's comments speak of `ctxenc bench`
     failures = []
     for use in found:
         owner = use.owner or prose_owner
@@ -171,11 +183,22 @@ def test_every_flag_the_docs_name_is_accepted_where_it_is_used(path):
     assert refused(path) == []
 
 
+def test_every_flag_a_subcommands_help_names_is_accepted_by_it():
+    """`ctxenc SUB --help` (description, options, epilog): a flag in its prose is SUB's own."""
+    parser = build_parser()
+    subs = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    failures = []
+    for name, sub in subs.items():
+        pieces = list(enumerate(sub.format_help().splitlines(), 1))
+        failures += judge(uses_in(pieces, f"ctxenc {name} --help", set(subs)), ("ctxenc", name))
+    assert failures == []
+
+
 def test_the_flag_check_tells_commands_prose_and_other_programs_apart(tmp_path):
     """A flag its subcommand lacks fails, where another subcommand has it too; torchrun's flags are
     skipped; a benchmarks script's are checked against its own argparse."""
     (tmp_path / "benchmarks").mkdir()
-    (tmp_path / "benchmarks" / "masks.py").write_text((ROOT / "benchmarks" / "masks.py").read_text())
+    (tmp_path / "benchmarks" / "masks.py").write_text("import argparse\np = argparse.ArgumentParser()\np.add_argument('--batch', type=int)\n")
     doc = tmp_path / "x.md"
     doc.write_text("\n".join([
         "Run `ctxenc report DIR --no-such-flag` and `ctxenc pretrain --steps 20 --out runs/ce`.",
@@ -260,21 +283,68 @@ def bad_input_table() -> dict[str, str]:
     return rows
 
 
-def test_the_bad_input_table_is_the_tests_cases():
-    from tests.test_bad_input import CASES
-
+def test_the_bad_input_table_is_what_the_cases_print(tmp_path):
+    """Every case of tests/test_bad_input.py has its row, and the row's message is the one the case
+    prints today; the other rows name the test that checks them, and their fixed text is the code's."""
     table = bad_input_table()
-    cases = {name.replace("|", "\\|"): phrase for name, (_, phrase) in CASES.items()}
-    assert sorted(set(cases) - set(table)) == [], "cases of tests/test_bad_input.py without a row"
-    wrong = [f"{name}: {table[name]!r} lacks {phrase!r}" for name, phrase in cases.items()
-             if name in table and phrase not in _plain(table[name])]
-    assert wrong == []
-    # Rows that are not such cases name the test that checks them.
-    for name in set(table) - set(cases):
+    printed = bad_input_messages(tmp_path)
+    assert sorted(set(printed) - set(table)) == [], "cases of tests/test_bad_input.py without a row"
+    wrong = [f"{name}:\n  doc:  {_plain(table[name])}\n  code: {message}" for name, message in printed.items()
+             if _plain(table[name]) != message]
+    assert wrong == [], "rows whose message is not what the case prints (python -m tests.test_docs prints them)"
+    messages = code_messages()
+    for name in set(table) - set(printed):
         test = re.search(r"tests/(test_\w+)\.py::(test_\w+)", name)
         assert test, f"row {name!r} is neither a case of tests/test_bad_input.py nor names its test (tests/FILE.py::TEST)"
         source = (ROOT / "tests" / f"{test.group(1)}.py").read_text()
         assert f"def {test.group(2)}(" in source, f"row {name!r}: no such test"
+        message = _plain(table[name]).replace("…", "X")
+        assert any(m.fullmatch(message) for m in messages), f"row {name!r}: no message of the code reads {message!r}"
+
+
+def bad_input_messages(tmp: Path) -> dict[str, str]:
+    """{case: the message it prints} for every case of tests/test_bad_input.py, run as that test
+    runs it (a fresh data folder each, one checkpoint for all), its folder shortened to '…'."""
+    import contextlib
+    import io
+
+    from ctxenc.cli import main
+    from tests.conftest import make_fashion_mnist
+    from tests.test_bad_input import CASES
+
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        root = make_fashion_mnist(tmp / "fmnist")
+        assert main(["pretrain", "--pretext", "autoencoder", "--data-root", str(root), "--steps", "2", "--batch-size", "32",
+                     "--out", str(tmp / "ok"), "--no-progress"]) == 0
+    ckpt = tmp / "ok" / "checkpoint.pt"
+    messages = {}
+    for i, (name, (make, _)) in enumerate(CASES.items()):
+        t = tmp / f"case{i}"
+        args = make(make_fashion_mnist(t / "fmnist"), t, ckpt)
+        err = io.StringIO()
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
+            code = main(args)
+        assert code == 2, f"{name}: exit {code}"
+        message = err.getvalue().strip().removeprefix("ctxenc: error: ")
+        messages[name.replace("|", "\\|")] = message.replace(str(t), "…").replace(str(tmp), "…")
+    return messages
+
+
+def code_messages() -> list[re.Pattern]:
+    """Every string of ctxenc's code with fixed text of 20 characters or more, as a pattern: an
+    f-string's {fields} match anything ('ctxenc: warning: ' may come first: `warn` adds it)."""
+    patterns = []
+    for path in (ROOT / "ctxenc").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.JoinedStr):
+                parts = [re.escape(v.value) if isinstance(v, ast.Constant) else ".*" for v in node.values]
+            elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+                parts = [re.escape(node.value)]
+            else:
+                continue
+            if sum(len(p) for p in parts if p != ".*") >= 20:
+                patterns.append(re.compile("(ctxenc: warning: )?" + "".join(parts), re.S))
+    return patterns
 
 
 def _plain(markdown: str) -> str:
@@ -282,31 +352,14 @@ def _plain(markdown: str) -> str:
 
 
 def print_bad_input_table() -> None:
-    """Run every case of tests/test_bad_input.py as the test does and print its row: what it is and
-    the message it prints, temporary folders shortened to '…'."""
-    import contextlib
-    import io
+    """The rows of docs/reliability.md's bad-input table for the cases of tests/test_bad_input.py."""
     import os
     import tempfile
 
-    from ctxenc.cli import main
-    from tests.conftest import make_fashion_mnist
-    from tests.test_bad_input import CASES
-
-    for name, (make, _) in CASES.items():
-        with tempfile.TemporaryDirectory() as tmp:
-            t = Path(tmp)
-            os.environ["CTXENC_CACHE"] = str(t / "cache")
-            root = make_fashion_mnist(t / "fmnist")
-            ckpt_args = ["pretrain", "--pretext", "autoencoder", "--data-root", str(root), "--max-steps", "2",
-                         "--batch-size", "32", "--out", str(t / "ok"), "--no-progress"]
-            with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-                assert main(ckpt_args) == 0
-            err = io.StringIO()
-            with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
-                code = main(make(root, t, t / "ok" / "checkpoint.pt"))
-            message = err.getvalue().strip().removeprefix("ctxenc: error: ").replace(str(t.resolve()), "…").replace(tmp, "…")
-            print(f"| {name.replace('|', chr(92) + '|')} | {message.replace('|', chr(92) + '|')} |" + ("" if code == 2 else f" exit {code}!"))
+    with tempfile.TemporaryDirectory() as tmp:
+        os.environ["CTXENC_CACHE"] = str(Path(tmp) / "cache")
+        for name, message in bad_input_messages(Path(tmp)).items():
+            print(f"| {name} | {message.replace('|', chr(92) + '|')} |")
 
 
 if __name__ == "__main__":

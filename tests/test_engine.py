@@ -139,3 +139,83 @@ def test_snapshot_minutes_must_not_be_negative():
 
     with pytest.raises(UserError, match="snapshot_minutes must be at least 0"):
         TrainConfig(snapshot_minutes=-1)
+
+
+def rows_run(tmp_path, monkeypatch, train_step=None, **train):
+    """A 16-image run (4 steps per epoch); -> the rows `RowReader` gathered, with the thread that did."""
+    import threading
+
+    import ctxenc.engine as engine
+
+    gathered = []
+    real_gather = engine.RowReader._gather
+    monkeypatch.setattr(engine.RowReader, "_gather",
+                        lambda self, rows: gathered.append((rows.tolist(), threading.current_thread().name)) or real_gather(self, rows))
+    torch.manual_seed(0)
+    model, spec = make(create_encoder("small"), mask="center")
+    if train_step is not None:
+        model.train_step = lambda batch, ctx: train_step(model, gathered, batch, ctx)
+    images = torch.randint(0, 256, (16, 1, 36, 36), dtype=torch.uint8)
+    train_loop(model, images, None, TrainConfig(batch_size=4, augment=True, **train), tmp_path,
+               {"pretext": spec.as_dict()}, progress=False)
+    return gathered
+
+
+def test_each_steps_rows_are_read_once_in_a_thread_while_the_step_before_trains(tmp_path, monkeypatch):
+    import time
+
+    import ctxenc.engine as engine
+
+    asked = []  # at each step: the rows it reads, and the ones it asks the thread to read next
+    real_read = engine.RowReader.read
+    monkeypatch.setattr(engine.RowReader, "read", lambda self, rows, following=None:
+                        asked.append((rows.tolist(), None if following is None else following.tolist())) or real_read(self, rows, following))
+
+    def waits_for_the_next_rows(model, gathered, batch, ctx):
+        if asked[-1][1] is not None:  # the thread reads the next step's rows while this one runs
+            start = time.perf_counter()
+            while len(gathered) < ctx.step + 2:
+                assert time.perf_counter() - start < 5, "the next step's rows were not read during this step"
+                time.sleep(0.001)
+        return type(model).train_step(model, batch, ctx)
+
+    gathered = rows_run(tmp_path, monkeypatch, waits_for_the_next_rows, steps=6)
+    assert [following for _, following in asked] == [asked[1][0], asked[2][0], asked[3][0], None, asked[5][0], None]
+    assert [rows for rows, _ in gathered] == [rows for rows, _ in asked]  # each step's rows, once
+    assert sorted(sum((rows for rows, _ in asked[:4]), [])) == list(range(16))  # an epoch reads every image
+    assert {thread for _, thread in gathered} == {"ctxenc-rows_0"}
+
+
+def test_a_step_that_raises_leaves_no_reading_thread_behind(tmp_path, monkeypatch):
+    import threading
+    import time
+
+    import ctxenc.engine as engine
+
+    real_gather = engine.RowReader._gather
+    monkeypatch.setattr(engine.RowReader, "_gather", lambda self, rows: time.sleep(0.3) or real_gather(self, rows))
+
+    def interrupted(model, gathered, batch, ctx):
+        if ctx.step == 1:  # while the thread reads step 2's rows
+            raise KeyboardInterrupt
+        return type(model).train_step(model, batch, ctx)
+
+    with pytest.raises(KeyboardInterrupt):
+        rows_run(tmp_path, monkeypatch, interrupted, steps=4)
+    assert not [t for t in threading.enumerate() if t.name.startswith("ctxenc-rows")]
+
+
+def test_on_cuda_the_thread_reads_rows_into_pinned_memory_of_the_training_device(monkeypatch):
+    import threading
+
+    from ctxenc.engine import RowReader
+
+    devices, pinned = [], []
+    real_empty = torch.empty
+    monkeypatch.setattr(torch.cuda, "set_device", lambda device: devices.append((device, threading.current_thread().name)))
+    monkeypatch.setattr(torch, "empty", lambda *shape, pin_memory=False, **kw: pinned.append(pin_memory) or real_empty(*shape, **kw))
+    images, labels = torch.randint(0, 256, (5, 3, 8, 8), dtype=torch.uint8), torch.arange(5)
+    with RowReader(images, labels, torch.device("cuda", 1)) as reader:
+        rows = reader.read(torch.tensor([3, 0]))
+    assert devices == [(torch.device("cuda", 1), "ctxenc-rows_0")] and pinned == [True, True]
+    assert torch.equal(rows["images"], images[[3, 0]]) and torch.equal(rows["labels"], labels[[3, 0]])

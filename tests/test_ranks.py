@@ -12,9 +12,9 @@ import torch
 
 from ctxenc import distributed
 from ctxenc.data import cache
-from ctxenc.data.transforms import random_crop_flip, to_model_input
+from ctxenc.data.transforms import crop_flip, crop_flip_draws, to_model_input
 from ctxenc.device import grad_scaler
-from ctxenc.engine import local_batch
+from ctxenc.engine import RowReader, local_batch
 from ctxenc.pretext import StepContext
 
 CPU = torch.device("cpu")
@@ -45,13 +45,15 @@ def test_each_rank_augments_only_its_slice_and_gets_what_one_process_would(store
     images = torch.randint(0, 256, (20, 1, stored, stored), dtype=torch.uint8)
     labels = torch.arange(20)
     index = torch.tensor([3, 17, 0, 9, 12, 5, 1, 19])
-    whole = random_crop_flip(images[index], 32, torch.Generator().manual_seed(7))  # one process, the whole batch
+    # One process, the whole batch:
+    whole = crop_flip(images[index], crop_flip_draws(8, (stored, stored), 32, torch.Generator().manual_seed(7)), 32)
     copied = []
     for rank in range(2):
         ctx = playing_rank(rank, 2, len(index))
         real_to_device = ctx.to_device
         monkeypatch.setattr(ctx, "to_device", lambda x: copied.append(len(x)) or real_to_device(x))
-        batch = local_batch(images, labels, index, 32, True, ctx)
+        with RowReader(images, labels, CPU) as reader:
+            batch = local_batch(reader.read(index[ctx.mine]), 32, True, ctx)
         assert torch.equal(batch["images"], whole[ctx.mine])
         assert torch.equal(batch["labels"], labels[index][ctx.mine])
     assert copied == [4] * 6  # per rank: its 4 images, their 4 crops, their 4 labels
@@ -60,7 +62,8 @@ def test_each_rank_augments_only_its_slice_and_gets_what_one_process_would(store
 def test_without_augmentation_a_rank_converts_its_slice():
     images = torch.randint(0, 256, (10, 1, 28, 28), dtype=torch.uint8)
     index = torch.tensor([4, 2, 8, 6])
-    batch = local_batch(images, None, index, 32, False, playing_rank(1, 2, 4))
+    with RowReader(images, None, CPU) as reader:
+        batch = local_batch(reader.read(index[2:]), 32, False, playing_rank(1, 2, 4))
     assert torch.equal(batch["images"], to_model_input(images[index], 32)[2:]) and "labels" not in batch
 
 

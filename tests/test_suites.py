@@ -30,8 +30,10 @@ def test_cifar_linear_with_limit(tmp_path, capsys):
                  "--out", str(out), "--no-progress"]) == 0
     records = pd.read_csv(out / "records.csv")
     assert set(records["protocol"]) == {"linear_probe", "knn"} and set(records["seed"]) == {0}  # first seed only
-    assert set(records["pretrain_dataset"]) == {"cifar10"}
+    assert set(records["pretrain_dataset"]) == {"cifar10"} and set(records["limit"]) == {8}
     assert "--limit 8" in (out / "report.md").read_text()
+    console = capsys.readouterr().out
+    assert console.count("plumbing check: first seed only, 3 steps, 8 images per split — not a result") == 1
     # A full run into the same folder would mix records of two sizes: refused.
     assert main(["bench", str(BENCHMARKS / "cifar_linear.yaml"), "--data-root", str(tmp_path / "data"), "--out", str(out)]) == 2
     assert "holds a run made with --limit 8, this one has no --limit" in capsys.readouterr().err

@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from ctxenc.data.transforms import IGNORE_INDEX, fit_label_maps, load_size_for, random_crop_flip, to_model_input
+from ctxenc.data.transforms import (IGNORE_INDEX, _copied_crops, _gathered_crops, crop_flip, crop_flip_draws, fit_label_maps,
+                                    load_size_for, to_model_input)
 
 
 def test_load_size_is_alexnets_256_for_227():
@@ -43,12 +44,15 @@ def test_label_maps_pad_with_ignore_and_keep_their_dtype():
     assert y[0, 0, 0] == IGNORE_INDEX and y[0, 16, 16] == 0 and y.dtype == torch.uint8
 
 
-def test_random_crop_flip_takes_windows_of_the_stored_image():
+def random_crop_flip(images, size, seed):
+    return crop_flip(images, crop_flip_draws(len(images), images.shape[-2:], size, torch.Generator().manual_seed(seed)), size)
+
+
+def test_crop_flip_takes_windows_of_the_stored_image():
     size = 32
     images = torch.randint(0, 256, (16, 3, load_size_for(size), load_size_for(size)), dtype=torch.uint8)
-    out = random_crop_flip(images, size, torch.Generator().manual_seed(0))
-    again = random_crop_flip(images, size, torch.Generator().manual_seed(0))
-    assert out.shape == (16, 3, 32, 32) and torch.equal(out, again)
+    out = random_crop_flip(images, size, 0)
+    assert out.shape == (16, 3, 32, 32) and out.dtype == torch.float32 and torch.equal(out, random_crop_flip(images, size, 0))
     full = images.float() / 127.5 - 1
     flipped = 0
     for i in range(16):
@@ -60,7 +64,16 @@ def test_random_crop_flip_takes_windows_of_the_stored_image():
     assert 2 <= flipped <= 14
 
 
-def test_random_crop_flip_resizes_other_sizes_first():
-    images = torch.randint(0, 256, (4, 3, 96, 96), dtype=torch.uint8)
-    out = random_crop_flip(images, 64, torch.Generator().manual_seed(1))
+def test_crop_flip_resizes_other_sizes_first():
+    images = torch.randint(0, 256, (4, 3, 96, 130), dtype=torch.uint8)
+    draws = crop_flip_draws(4, images.shape[-2:], 64, torch.Generator().manual_seed(1))
+    assert draws[:, 0].max() <= 72 - 64 and draws[:, 1].max() <= 98 - 64  # crops of the image at 72 x 98
+    out = crop_flip(images, draws, 64)
     assert out.shape == (4, 3, 64, 64) and out.min() >= -1 and out.max() <= 1
+
+
+def test_a_gpus_one_gather_takes_the_crops_the_cpus_copies_take():
+    x = torch.randint(0, 256, (6, 2, 40, 50), dtype=torch.uint8)
+    draws = crop_flip_draws(6, (40, 50), 32, torch.Generator().manual_seed(2))
+    assert draws[:, 2].any() and not draws[:, 2].all()  # both flipped and plain windows
+    assert torch.equal(_copied_crops(x, draws, 32), _gathered_crops(x, draws, 32))

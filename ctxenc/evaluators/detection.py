@@ -238,7 +238,7 @@ def training_batch(images: torch.Tensor, truth: list[dict], idx: torch.Tensor, f
 
 def detection(encoder: Encoder, train: tuple[torch.Tensor, torch.Tensor], test: tuple[torch.Tensor, torch.Tensor],
               cfg: DetectionConfig = DetectionConfig()) -> dict[str, float]:
-    """train, test: (images (N, C, S, S) in [-1, 1], boxes int (N, M, 5 or 6) rows (class, x0, y0, x1, y1[, difficult])
+    """train, test: (images (N, C, S, S) in [-1, 1] or `ModelInputs`, boxes int (N, M, 5 or 6) rows (class, x0, y0, x1, y1[, difficult])
     in pixel-inclusive input coordinates, -1 rows unused).
 
     -> {map, map_auc, map_coco, ap/<k>, val_map, lr, lr_min, lr_max, lr_margin (with several rates), lr_drops,

@@ -1,8 +1,16 @@
 """Frozen features for the evaluators: batched inference, BatchNorm recalibration and pooled
-features extracted once, then reused (as DINO's eval_knn does)."""
+features extracted once, then reused (as DINO's eval_knn does).
+
+Inputs are float tensors (N, C, S, S) in [-1, 1] or `ModelInputs` (uint8 images converted per
+batch on the device): both are read batch by batch, so only the outputs (features) are held.
+Within `bfloat16_inference()` (`ctxenc evaluate --amp`), the batched forward passes run under
+bfloat16 autocast and their outputs come back as float32: probes, heads and metrics never see
+bfloat16.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from typing import Callable, TypeVar
 
@@ -11,19 +19,47 @@ from torch import nn
 
 from ctxenc.encoders import Encoder
 from ctxenc.errors import UserError
+from ctxenc.evaluators.inputs import ModelInputs
 
 Output = TypeVar("Output", torch.Tensor, dict)
+Images = torch.Tensor | ModelInputs  # float (N, C, S, S) in [-1, 1], or uint8 converted per batch
+
+_bfloat16 = False  # set by `bfloat16_inference`
+
+
+@contextlib.contextmanager
+def bfloat16_inference(enabled: bool = True):
+    """Within: `batched` runs its function under bfloat16 autocast (float32's range, so no loss
+    scaling, and frozen features need no gradients) and returns float32 outputs."""
+    global _bfloat16
+    previous, _bfloat16 = _bfloat16, enabled
+    try:
+        yield
+    finally:
+        _bfloat16 = previous
+
+
+def _to_host(x: torch.Tensor) -> torch.Tensor:
+    """A batch's output on the CPU, float32 where autocast made it bfloat16 (copied at half the bytes)."""
+    x = x.cpu()
+    return x.float() if x.dtype in (torch.bfloat16, torch.float16) else x
 
 
 @torch.no_grad()
-def batched(fn: Callable[[torch.Tensor], Output], x: torch.Tensor, batch_size: int = 500,
+def batched(fn: Callable[[torch.Tensor], Output], x: Images, batch_size: int = 500,
             device: torch.device | str = "cpu") -> Output:
     """fn applied to x (N, ...) in batches of `batch_size` sent to `device`, without gradients; the
-    outputs (a tensor (N, ...) or a dict of them) come back to the CPU, concatenated along dim 0."""
-    chunks = [fn(x[i : i + batch_size].to(device)) for i in range(0, len(x), batch_size)]
+    outputs (a tensor (N, ...) or a dict of them) come back to the CPU, concatenated along dim 0.
+    x: a tensor, or `ModelInputs` (each batch converted on `device`)."""
+    device = torch.device(device)
+    precision = torch.autocast(device.type, torch.bfloat16) if _bfloat16 else contextlib.nullcontext()
+    chunks = []
+    for i in range(0, len(x), batch_size):
+        with precision:
+            chunks.append(fn(x[i : i + batch_size].to(device)))
     if isinstance(chunks[0], dict):
-        return {k: torch.cat([c[k].cpu() for c in chunks]) for k in chunks[0]}
-    return torch.cat([c.cpu() for c in chunks])
+        return {k: torch.cat([_to_host(c[k]) for c in chunks]) for k in chunks[0]}
+    return torch.cat([_to_host(c) for c in chunks])
 
 
 def device_of(module: nn.Module) -> torch.device:
@@ -31,7 +67,7 @@ def device_of(module: nn.Module) -> torch.device:
 
 
 @torch.no_grad()
-def recalibrated(encoder: Encoder, images: torch.Tensor, max_images: int = 2000, batch_size: int = 500) -> Encoder:
+def recalibrated(encoder: Encoder, images: Images, max_images: int = 2000, batch_size: int = 500) -> Encoder:
     """A copy of `encoder` whose BatchNorm running statistics are recomputed on `images` (N, C, S, S)
     in [-1, 1] (the first `max_images`), in eval mode; the encoder handed in is not changed.
 
@@ -57,7 +93,7 @@ def recalibrated(encoder: Encoder, images: torch.Tensor, max_images: int = 2000,
     return encoder.eval()
 
 
-def extract_features(encoder: Encoder, images: torch.Tensor, stage: str | None = None, grid: int = 1,
+def extract_features(encoder: Encoder, images: Images, stage: str | None = None, grid: int = 1,
                      batch_size: int = 1000) -> torch.Tensor:
     """images: (N, C, S, S) in [-1, 1] -> (N, D) pooled features of `stage` (default: the last).
 

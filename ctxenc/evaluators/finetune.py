@@ -85,7 +85,7 @@ def percent(fraction: float) -> str:
 
 def finetune(encoder: Encoder, train: tuple[torch.Tensor, torch.Tensor], test: tuple[torch.Tensor, torch.Tensor],
              cfg: FinetuneConfig = FinetuneConfig()) -> dict[str, float]:
-    """train, test: (images (N, C, S, S) in [-1, 1], labels (N,) class indices or (N, K) multi-hot).
+    """train, test: (images (N, C, S, S) in [-1, 1] or `ModelInputs`, labels (N,) class indices or (N, K) multi-hot).
 
     -> per label fraction p: {metric@p, val_metric@p, lr@p, lr_min@p, lr_max@p, epochs@p,
     max_epochs@p}, metric = map or accuracy; and once the trivial reference `map_class_prior`

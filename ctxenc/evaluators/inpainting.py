@@ -29,7 +29,7 @@ clipped to [0, 1]; H the hole's pixels, C channels, N images):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, ClassVar
+from typing import Callable, ClassVar, Iterator
 
 import numpy as np
 import torch
@@ -38,7 +38,8 @@ from skimage.metrics import structural_similarity
 from skimage.restoration import inpaint_biharmonic
 
 from ctxenc.errors import UserError
-from ctxenc.evaluators.features import batched
+from ctxenc.evaluators.features import Images, batched
+from ctxenc.evaluators.inputs import ModelInputs
 from ctxenc.masks import apply_mask, overlap_border, sample_masks
 
 METHODS = ("mean_fill", "biharmonic", "nn_hog", "nn_features", "context_encoder")
@@ -136,9 +137,16 @@ def complete_with_model(model, images: torch.Tensor, mask: torch.Tensor, batch_s
     return batched(complete, images, batch_size, device)
 
 
-def mean_fill(train: torch.Tensor, images: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def channel_mean(images: Images, batch_size: int = 500) -> torch.Tensor:
+    """(C,) per-channel mean of images (N, C, S, S) in [-1, 1], summed batch by batch in float64."""
+    total = sum(images[i : i + batch_size].to("cpu").double().sum(dim=(0, 2, 3)) for i in range(0, len(images), batch_size))
+    n, _, h, w = images.shape
+    return (total / (n * h * w)).float()
+
+
+def mean_fill(train: Images, images: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Hidden pixels <- the per-channel mean of the training images."""
-    return apply_mask(images, mask.expand(len(images), -1, -1, -1), train.mean(dim=(0, 2, 3)))
+    return apply_mask(images, mask.expand(len(images), -1, -1, -1), channel_mean(train))
 
 
 def biharmonic(images: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -154,16 +162,18 @@ def biharmonic(images: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return torch.stack(out)
 
 
-def hog_features(images: torch.Tensor, mask: torch.Tensor, cell: int = 4, orientations: int = 9) -> torch.Tensor:
+def hog_features(images: Images, mask: torch.Tensor, cell: int = 4, orientations: int = 9, batch_size: int = 500) -> torch.Tensor:
     """HOG of the context: (N, C, S, S) in [-1, 1] -> (N, D); the hole is set to 0 first."""
-    x = to_unit(images).masked_fill(mask, 0.0).numpy()
-    channel_axis = None if x.shape[1] == 1 else -1
-    rows = [hog(im[0] if channel_axis is None else np.moveaxis(im, 0, -1), orientations=orientations,
-                pixels_per_cell=(cell, cell), cells_per_block=(2, 2), channel_axis=channel_axis) for im in x]
+    channel_axis = None if images.shape[1] == 1 else -1
+    rows = []
+    for i in range(0, len(images), batch_size):  # only a batch of images is held as float
+        x = to_unit(images[i : i + batch_size].to("cpu")).masked_fill(mask, 0.0).numpy()
+        rows += [hog(im[0] if channel_axis is None else np.moveaxis(im, 0, -1), orientations=orientations,
+                     pixels_per_cell=(cell, cell), cells_per_block=(2, 2), channel_axis=channel_axis) for im in x]
     return torch.from_numpy(np.stack(rows)).float()
 
 
-def encoder_features(model, images: torch.Tensor, mask: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
+def encoder_features(model, images: Images, mask: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
     """The encoder's last stage on the masked image (hole = the model's fill), flattened: (N, D)."""
     model.eval()
     device = model.fill.device
@@ -182,36 +192,47 @@ def nearest_neighbours(train_features: torch.Tensor, query_features: torch.Tenso
     return torch.cat(out)
 
 
-def paste_neighbours(train: torch.Tensor, images: torch.Tensor, mask: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+def paste_neighbours(train: Images, images: torch.Tensor, mask: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     """Hole of images[i] <- hole of train[index[i]]."""
-    return torch.where(mask, train[index], images)
+    return torch.where(mask, train[index].to(images.device), images)
 
 
-def inpaint_all(model, train: torch.Tensor, images: torch.Tensor, mask: torch.Tensor,
-                cfg: InpaintingConfig = InpaintingConfig()) -> dict[str, torch.Tensor]:
-    """{method: completed (N, C, S, S)} for cfg.methods, in METHODS order.
+def completions(model, train: Images, scored: Images, mask: torch.Tensor,
+                cfg: InpaintingConfig = InpaintingConfig()) -> Iterator[tuple[str, torch.Tensor]]:
+    """(method, completed (N, C, S, S)) for cfg.methods, in METHODS order, one at a time.
 
-    train: (N_train, C, S, S) in [-1, 1], the nearest-neighbour database and the mean; model: a
+    train: (N_train, C, S, S) in [-1, 1] (or `ModelInputs`, read batch by batch), the
+    nearest-neighbour database and the mean; scored: the images to complete; model: a
     context-encoder `InpaintingModel` (needed by `nn_features` and `context_encoder`).
     """
+    images = scored.to("cpu")  # float (N, C, S, S): the few scored images are held whole
     runs: dict[str, Callable[[], torch.Tensor]] = {
         "mean_fill": lambda: mean_fill(train, images, mask),
-        "biharmonic": lambda: memo(("biharmonic", mask_key(mask)), (images,), lambda: biharmonic(images, mask)),
+        "biharmonic": lambda: memo(("biharmonic", mask_key(mask)), (scored,), lambda: biharmonic(images, mask)),
         "nn_hog": lambda: paste_neighbours(train, images, mask, nearest_neighbours(
             memo(("hog", mask_key(mask), cfg.hog_cell, cfg.hog_orientations), (train,),
-                 lambda: hog_features(train, mask, cfg.hog_cell, cfg.hog_orientations)),
-            hog_features(images, mask, cfg.hog_cell, cfg.hog_orientations))),
+                 lambda: hog_features(train, mask, cfg.hog_cell, cfg.hog_orientations, cfg.batch_size)),
+            hog_features(images, mask, cfg.hog_cell, cfg.hog_orientations, cfg.batch_size))),
         "nn_features": lambda: paste_neighbours(train, images, mask, nearest_neighbours(
             encoder_features(model, train, mask, cfg.batch_size), encoder_features(model, images, mask, cfg.batch_size))),
         "context_encoder": lambda: complete_with_model(model, images, mask, cfg.batch_size),
     }
-    return {m: runs[m]() for m in METHODS if m in cfg.methods}
+    for m in METHODS:
+        if m in cfg.methods:
+            yield m, runs[m]()
 
 
-# A suite evaluates several checkpoints on the same prepared tensors (`prepared_split` hands out
+def inpaint_all(model, train: Images, scored: Images, mask: torch.Tensor,
+                cfg: InpaintingConfig = InpaintingConfig()) -> dict[str, torch.Tensor]:
+    """{method: completed (N, C, S, S)} for cfg.methods (`completions`, all held at once: for a few images)."""
+    return dict(completions(model, train, scored, mask, cfg))
+
+
+# A suite evaluates several checkpoints on the same prepared images (`prepared_split` hands out
 # the same storage), and the classical baselines do not depend on the checkpoint: compute them
-# once per process. Tensors are keyed by storage address, shape and strides; entries keep their
-# tensors alive, so an address is never reused while cached.
+# once per process. Images are keyed by storage address, shape and strides (`ModelInputs`: of
+# their uint8 pixels, and the input size); entries keep their images alive, so an address is
+# never reused while cached.
 _MEMO: dict = {}
 
 
@@ -219,8 +240,14 @@ def mask_key(mask: torch.Tensor) -> bytes:
     return mask.numpy().tobytes()
 
 
-def memo(key: tuple, tensors: tuple[torch.Tensor, ...], compute: Callable[[], torch.Tensor]) -> torch.Tensor:
-    full_key = (key, tuple((t.data_ptr(), tuple(t.shape), t.stride()) for t in tensors))
+def storage_key(images: Images) -> tuple:
+    if isinstance(images, ModelInputs):
+        return (images.size, *storage_key(images.pixels))
+    return images.data_ptr(), tuple(images.shape), images.stride()
+
+
+def memo(key: tuple, tensors: tuple[Images, ...], compute: Callable[[], torch.Tensor]) -> torch.Tensor:
+    full_key = (key, tuple(storage_key(t) for t in tensors))
     if full_key not in _MEMO:
         _MEMO[full_key] = (tensors, compute())
     return _MEMO[full_key][1]
@@ -236,18 +263,22 @@ def hole_for(model, size: int) -> torch.Tensor:
 def require_context_encoder(model) -> None:
     name = getattr(model, "name", "random")
     if name != "context_encoder":
-        raise UserError(f"inpainting needs a context_encoder checkpoint, not a {name} one; pretrain with --pretext context_encoder.")
+        raise UserError(f"inpainting needs a context_encoder checkpoint, and this one was pretrained with {name}; "
+                        "pretrain with --pretext context_encoder.")
 
 
-def inpainting(model, train: tuple[torch.Tensor, torch.Tensor], test: tuple[torch.Tensor, torch.Tensor],
+def inpainting(model, train: tuple[Images, torch.Tensor], test: tuple[Images, torch.Tensor],
                cfg: InpaintingConfig = InpaintingConfig()) -> dict[str, float]:
-    """model: the checkpoint's `InpaintingModel`; train, test: (images (N, C, S, S) in [-1, 1], labels).
+    """model: the checkpoint's `InpaintingModel`; train, test: (images (N, C, S, S) in [-1, 1] or
+    `ModelInputs`, labels).
 
     -> {"<method>/<metric>": value} for every method in cfg.methods and every metric in METRICS,
-    on the first cfg.num_images test images with the central hole.
+    on the first cfg.num_images test images with the central hole. Each method's completions
+    are scored, then dropped, before the next method runs.
     """
     require_context_encoder(model)
-    images = test[0][: cfg.num_images]
-    mask = hole_for(model, images.shape[-1])
-    completed = inpaint_all(model, train[0], images, mask, cfg)
-    return {f"{method}/{k}": v for method, y in completed.items() for k, v in inpainting_metrics(y, images, mask).items()}
+    scored = test[0][: cfg.num_images]
+    mask = hole_for(model, scored.shape[-1])
+    original = scored.to("cpu")
+    return {f"{method}/{k}": v for method, y in completions(model, train[0], scored, mask, cfg)
+            for k, v in inpainting_metrics(y, original, mask).items()}

@@ -50,7 +50,7 @@ def knn_classifier(train_features: torch.Tensor, train_labels: torch.Tensor, tes
 
 def knn(encoder: Encoder, train: tuple[torch.Tensor, torch.Tensor], test: tuple[torch.Tensor, torch.Tensor],
         cfg: KNNConfig = KNNConfig()) -> dict[str, float]:
-    """train, test: (images (N, C, S, S) in [-1, 1], labels (N,)). -> {accuracy, accuracy_majority}."""
+    """train, test: (images (N, C, S, S) in [-1, 1] or `ModelInputs`, labels (N,)). -> {accuracy, accuracy_majority}."""
     if train[1].dim() != 1:
         raise UserError("knn classifies single-label data only; use linear_probe or finetune for multi-label data.")
     encoder = recalibrated(encoder, train[0])

@@ -87,7 +87,7 @@ def score(head: torch.nn.Linear, x: torch.Tensor, y: torch.Tensor) -> float:
 
 def linear_probe(encoder: Encoder, train: tuple[torch.Tensor, torch.Tensor], test: tuple[torch.Tensor, torch.Tensor],
                  cfg: LinearProbeConfig = LinearProbeConfig()) -> dict[str, float]:
-    """train, test: (images (N, C, S, S) in [-1, 1], labels (N,) or multi-hot (N, K)).
+    """train, test: (images (N, C, S, S) in [-1, 1] or `ModelInputs`, labels (N,) or multi-hot (N, K)).
 
     -> {metric, val_metric, weight_decay} with metric = accuracy or map; with `stages`, those
     three for each stage, suffixed `@<stage>`; and once `map_class_prior` or `accuracy_majority`.

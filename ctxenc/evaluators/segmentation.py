@@ -104,13 +104,13 @@ def stage_maps(encoder: Encoder, images: torch.Tensor, stages: list[str], batch_
 
 def segmentation(encoder: Encoder, train: tuple[torch.Tensor, torch.Tensor], test: tuple[torch.Tensor, torch.Tensor],
                  cfg: SegmentationConfig = SegmentationConfig()) -> dict[str, float]:
-    """train, test: (images (N, C, S, S) in [-1, 1], class maps (N, S, S) with `ignore_index`).
+    """train, test: (images (N, C, S, S) in [-1, 1] or `ModelInputs`, class maps (N, S, S) with `ignore_index`).
 
     -> {miou, pixel_accuracy, iou/<k> per class, val_miou, lr, lr_min, lr_max, epochs, max_epochs,
     miou_all_background, pixel_accuracy_all_background}.
     """
-    images, maps = train
-    maps, test_maps = maps.long(), test[1].long()
+    images, maps = train  # maps stay in their stored dtype (uint8 from datasets): made long per batch
+    test_maps = test[1]
     if maps.shape[-2:] != images.shape[-2:]:
         raise UserError(f"class maps of size {tuple(maps.shape[-2:])} do not fit images of size {tuple(images.shape[-2:])}.")
     stages = list(cfg.stages or encoder.stage_names)
@@ -144,7 +144,7 @@ def segmentation(encoder: Encoder, train: tuple[torch.Tensor, torch.Tensor], tes
             return model(inputs[idx].to(device))
 
     def loss_fn(model, idx, gen):
-        target = maps[idx].to(device)
+        target = maps[idx].to(device).long()
         if cfg.flip and not frozen:  # drawn on the CPU from the run's seeded generator, applied on the device
             flip = (torch.rand(len(idx), generator=gen) < 0.5).to(device)
             x = images[idx].to(device)

@@ -6,6 +6,7 @@ Columns:
   repeated on each of its rows);
 - where from: checkpoint (relative to the results folder), pretrain_dataset (where the encoder
   was pretrained; `dataset` is where it was evaluated);
+- how much data: limit (the `--limit N` images per split a plumbing check used; empty for a full run);
 - provenance: commit (git sha, `+dirty` when the tree had uncommitted changes), torch, threads, cpu;
   device (cpu or cuda), gpu (the GPU's name, empty on the CPU) and amp (True: mixed precision).
 
@@ -22,8 +23,11 @@ the validation split and the grid it was chosen from (`lr_margin*`: how far the 
 validation score was above the best other rate's); `*_all_background`, `*_class_prior` and
 `*_majority` rows are trivial references (see ctxenc/results/references.py).
 
-The file is rewritten atomically on every append, under an exclusive lock on `records.csv.lock`,
-so several processes may append to one file and it is never left partial.
+A measurement is identified by KEY (suite, dataset, method, seed, protocol, pretrain_steps, limit):
+`replace_records` drops the rows of the same key before adding the new ones, so running an
+evaluation again replaces its rows instead of adding copies that a report would average as seeds.
+The file is rewritten atomically on every write, under an exclusive lock on `records.csv.lock`,
+so several processes may write to one file and it is never left partial.
 """
 
 from __future__ import annotations
@@ -37,7 +41,9 @@ from ctxenc.io import atomic_write, locked
 
 COLUMNS = ["suite", "dataset", "method", "pretext", "encoder", "mask", "loss", "seed", "protocol", "metric", "value",
            "pretrain_steps", "pretrain_seconds", "eval_seconds", "wall_seconds", "checkpoint", "pretrain_dataset",
-           "commit", "torch", "threads", "cpu", "device", "gpu", "amp"]
+           "limit", "commit", "torch", "threads", "cpu", "device", "gpu", "amp"]
+# What names one measurement: rows agreeing on all of these come from one evaluation.
+KEY = ["suite", "dataset", "method", "seed", "protocol", "pretrain_steps", "limit"]
 
 
 def read_records(path: str | Path) -> pd.DataFrame:
@@ -54,18 +60,49 @@ def read_records(path: str | Path) -> pd.DataFrame:
 
 
 def append_records(path: str | Path, rows: list[dict]) -> pd.DataFrame:
-    """Append `rows` to the CSV at `path` (created if missing); returns the whole file's records.
+    """Add `rows` to the CSV at `path` (created if missing), replacing nothing; returns the whole file's records."""
+    return _rewrite(path, rows, key=None)[0]
 
-    The read-modify-write holds an exclusive flock on `<path>.lock`, so appends from several
+
+def replace_records(path: str | Path, rows: list[dict], key: list[str] = KEY) -> tuple[pd.DataFrame, int]:
+    """Write `rows` into the CSV at `path` (created if missing), first dropping the old rows that
+    share `key` with one of them; returns (the whole file's records, how many old rows were dropped)."""
+    return _rewrite(path, rows, key)
+
+
+def _rewrite(path: str | Path, rows: list[dict], key: list[str] | None) -> tuple[pd.DataFrame, int]:
+    """Read, drop the old rows matching `rows` on `key` (none when key is None), add `rows`, write.
+
+    The read-modify-write holds an exclusive flock on `<path>.lock`, so writes from several
     processes (suite cells spread over a cluster) serialise instead of losing each other's rows;
     the write itself is atomic, so a reader never sees a torn file.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    new = pd.DataFrame(rows, columns=COLUMNS)
     with locked(path):
-        frame = pd.concat([read_records(path), pd.DataFrame(rows, columns=COLUMNS)], ignore_index=True)
+        old = read_records(path)
+        stale = pd.Series(False, index=old.index)
+        if key is not None and not old.empty:
+            keys = set(_key_values(with_methods(new), key))
+            stale = pd.Series([k in keys for k in _key_values(with_methods(old), key)], index=old.index, dtype=bool)
+        frame = pd.concat([old[~stale], new], ignore_index=True) if not old.empty else new
+        frame["limit"] = pd.to_numeric(frame["limit"], errors="coerce").astype("Int64")  # 50, not 50.0 beside empty cells
         atomic_write(path, lambda f: frame.to_csv(f, index=False), binary=False)
-    return frame
+    return frame, int(stale.sum())
+
+
+def _key_values(frame: pd.DataFrame, key: list[str]) -> list[tuple[str, ...]]:
+    """Each row's `key` as text ('' where empty; 50 and 50.0 alike), so rows read back from the
+    CSV compare equal to the rows that wrote them."""
+    def text(value) -> str:
+        if value is None or value == "" or (isinstance(value, float) and value != value):
+            return ""
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        return str(value)
+
+    return [tuple(text(v) for v in row) for row in frame[key].itertuples(index=False, name=None)]
 
 
 def with_methods(records: pd.DataFrame) -> pd.DataFrame:

@@ -1,5 +1,8 @@
 """`ctxenc report DIR`: table.md, table.tex, figures and report.md from DIR/records.csv.
 
+Records that mix rows measured with and without `--limit` (the `limit` column) are refused: a
+plumbing check averaged with a measurement would read as a result.
+
 Inpainting-only records get Table 1's report (ctxenc/results/inpainting.py). Every other report
 is a transfer table like the paper's Table 2, configured by the suite's `report` section
 (DIR/suite.yaml):
@@ -33,6 +36,7 @@ import pandas as pd
 
 from ctxenc.config import from_dict, read_yaml
 from ctxenc.errors import UserError
+from ctxenc.io import atomic_write
 from ctxenc.results import samples
 from ctxenc.results.comparisons import (compare, comparison_lines, comparison_table, default_comparisons,
                                         family_sentence)
@@ -86,19 +90,52 @@ class ReportConfig:
         return tuple((m, b, title) for m, b in self.primary_comparisons for title in self.primary_columns)
 
 
-def write_report(out_dir: str | Path, data_root=None) -> Path:
-    """Write DIR's tables, figures and report.md from DIR/records.csv; returns report.md's path."""
-    out_dir = Path(out_dir)
-    records = read_records(out_dir / "records.csv")
+def write_report(results_dir: str | Path, data_root=None, out: str | Path | None = None) -> Path:
+    """Write the tables, figures and report.md of `results_dir`/records.csv into `out` (default:
+    `results_dir`); returns report.md's path.
+
+    Another `out` gets a copy of records.csv, suite.yaml and run.json, so its report's links
+    work; the checkpoints its figures are drawn from stay where they are.
+    """
+    results_dir = Path(results_dir)
+    out_dir = Path(out) if out is not None else results_dir
+    records = read_records(results_dir / "records.csv")
     if records.empty:
-        raise UserError(f"{out_dir / 'records.csv'} has no records; run 'ctxenc bench' or 'ctxenc evaluate --out {out_dir}' first.")
+        raise UserError(f"{results_dir / 'records.csv'} has no records; run 'ctxenc bench' or 'ctxenc evaluate --out {results_dir}' first.")
+    check_one_limit(records, results_dir / "records.csv")
+    if out_dir.resolve() != results_dir.resolve():
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for name in ("records.csv", "suite.yaml", "run.json"):
+            if (results_dir / name).is_file():
+                atomic_write(out_dir / name, lambda f, name=name: f.write((results_dir / name).read_bytes()))
+        # Checkpoints are recorded relative to their results folder.
+        records["checkpoint"] = [str(results_dir.resolve() / c) if isinstance(c, str) and c else c for c in records["checkpoint"]]
     if (records["protocol"] == "inpainting").all():
         from ctxenc.results.inpainting import write_inpainting_report
 
         return write_inpainting_report(out_dir, records, data_root)
-    suite = read_yaml(out_dir / "suite.yaml") if (out_dir / "suite.yaml").is_file() else {}
-    cfg = from_dict(ReportConfig, suite.get("report"), f"report of {out_dir / 'suite.yaml'}")
+    suite = read_yaml(results_dir / "suite.yaml") if (results_dir / "suite.yaml").is_file() else {}
+    cfg = from_dict(ReportConfig, suite.get("report"), f"report of {results_dir / 'suite.yaml'}")
     return write_transfer_report(out_dir, records, cfg, suite, data_root, configured="report" in suite)
+
+
+def check_one_limit(records: pd.DataFrame, path: Path) -> None:
+    """Refuse records that mix full rows with rows measured under --limit (or under two limits):
+    a table would average a plumbing check with a measurement."""
+    limits = records["limit"]
+    kinds = {f"--limit {int(v)}" for v in limits.dropna()} | ({"no --limit"} if limits.isna().any() else set())
+    if len(kinds) > 1:
+        raise UserError(f"{path} mixes rows measured with {' and with '.join(sorted(kinds))}; a table would average them "
+                        "as one measurement, so move the rows of each limit (the limit column says which) to a folder of their own.")
+
+
+def limited_rows_warning(records: pd.DataFrame, out_dir: Path) -> list[str]:
+    """Records measured under `ctxenc evaluate --limit` (no run.json says so): say so before any number."""
+    limits = records["limit"].dropna()
+    if limits.empty or limit_warning(out_dir):
+        return []
+    return [f"**These records were measured with `--limit {int(limits.iloc[0])}` ({int(limits.iloc[0])} images per split): "
+            "they check that the evaluation runs; they say nothing about the methods.**", ""]
 
 
 def write_transfer_report(out_dir: Path, records: pd.DataFrame, cfg: ReportConfig, suite: dict, data_root=None,
@@ -119,6 +156,7 @@ def write_transfer_report(out_dir: Path, records: pd.DataFrame, cfg: ReportConfi
         f"# ctxenc results: {', '.join(records['suite'].dropna().astype(str).unique()) or out_dir.name}",
         "",
         *limit_warning(out_dir),
+        *limited_rows_warning(records, out_dir),
         *commit_warning(records),
         f"{describe_data(records, suite)}, encoder `{records['encoder'].iloc[0]}`, seeds {seeds}. Every number is the "
         "mean ± std over seeds (std with ddof = 1) on the test split, in %; a number from one seed reads \"n = 1\" "
