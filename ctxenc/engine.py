@@ -210,7 +210,7 @@ def train_loop(model: Pretext, images: torch.Tensor, labels: torch.Tensor | None
         })
 
     model.train()
-    bar = progress_bar(total=total, initial=step, desc=f"pretrain {meta['pretext']['name']}", unit="step",
+    bar = progress_bar(total=total, initial=step, desc=f"pretrain {meta['pretext']['name']} seed {cfg.seed}", unit="step",
                        disable=not progress or not distributed.is_main())
     tic = last_snapshot = time.perf_counter()
     start_step = step

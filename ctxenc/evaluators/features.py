@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import math
 from typing import Callable, TypeVar
 
 import torch
@@ -25,6 +26,10 @@ Output = TypeVar("Output", torch.Tensor, dict)
 Images = torch.Tensor | ModelInputs  # float (N, C, S, S) in [-1, 1], or uint8 converted per batch
 
 _bfloat16 = False  # set by `bfloat16_inference`
+# Input values (C x S x S x images) per batch of frozen features: a batch's activations, not the
+# split, set evaluation's peak memory. 2^23 values: 54 AlexNet images at 227 px (a 32 MB input,
+# ~0.3 GB of activations), the whole default batch of 1000 at 32 px.
+MAX_BATCH_VALUES = 2**23
 
 
 @contextlib.contextmanager
@@ -76,7 +81,9 @@ def recalibrated(encoder: Encoder, images: Images, max_images: int = 2000, batch
     a random initialisation never saw an image at all: its statistics stay 0/1, its activations
     blow up or vanish layer after layer and a frozen head sees degenerate features. So every
     frozen protocol first re-estimates the statistics on unmasked training images: running
-    averages reset, cumulative (momentum None) over the batches, weights untouched.
+    averages reset, cumulative (momentum None) over the batches, weights untouched. The running
+    variance averages the batches' variances, so `batch_size` is part of the statistic: it stays
+    fixed whatever the input size (an AlexNet batch of 500 at 227 px peaks near 1.5 GB).
     """
     encoder = copy.deepcopy(encoder).eval()
     norms = [m for m in encoder.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
@@ -104,4 +111,6 @@ def extract_features(encoder: Encoder, images: Images, stage: str | None = None,
     if stage is not None and stage not in encoder.stage_names:
         raise UserError(f"encoder has no stage {stage!r}; its stages are {', '.join(encoder.stage_names)}.")
     encoder.eval()
+    # In eval mode a feature does not depend on its batch, so the batch can shrink with the input size.
+    batch_size = min(batch_size, max(1, MAX_BATCH_VALUES // math.prod(images.shape[1:])))
     return batched(lambda x: encoder.pooled(x, stage, grid), images, batch_size, device_of(encoder))

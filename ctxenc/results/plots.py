@@ -16,6 +16,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.patches import Patch  # noqa: E402
 
 from ctxenc.results.figures import save_figure  # noqa: E402
 from ctxenc.results.names import Names, wrap  # noqa: E402
@@ -23,6 +24,13 @@ from ctxenc.results.records import with_methods  # noqa: E402
 from ctxenc.results.tables import method_order, qualifiers, summarize  # noqa: E402
 
 COLORS = plt.cm.tab10.colors
+# Bars are coloured by family, in shades of one hue within it (pretext -> (legend name, colour map)),
+# so supervised, the random inits, the autoencoder, the context encoders and the other pretexts read
+# apart at a glance; tab10 by row repeated its colours past 10 rows.
+FAMILIES = {"supervised": ("Supervised", "Greens"), "random": ("Random init", "Greys"),
+            "autoencoder": ("Autoencoder", "Oranges"), "context_encoder": ("Context encoders", "Blues"),
+            "other": ("Other pretexts", "Purples")}
+PASS_COLOR, FAIL_COLOR, INSENSITIVE_FACE = "tab:green", "tab:red", "#eeeeee"
 MARKERS = ["o", "s", "^", "D"]
 LINES = ["-", "--", ":", "-."]
 TICK_FONT = 7
@@ -35,6 +43,26 @@ def line_style(i: int) -> dict:
     cycle = i // len(COLORS)
     return {"color": COLORS[i % len(COLORS)], "marker": MARKERS[cycle % len(MARKERS)],
             "linestyle": LINES[cycle % len(LINES)]}
+
+
+def method_family(method: str) -> str:
+    """The key of FAMILIES a method's bar is coloured by: its pretext, or "other"."""
+    pretext = method.split("/")[0]
+    return pretext if pretext in FAMILIES else "other"
+
+
+def family_colors(methods: list[str]) -> dict[str, tuple]:
+    """{method: RGBA}: one hue per family, its members in evenly spaced shades, dark to light."""
+    members = {}
+    for method in methods:
+        members.setdefault(method_family(method), []).append(method)
+    colors = {}
+    for family, group in members.items():
+        cmap = plt.get_cmap(FAMILIES[family][1])
+        # dark to light, never so dark that the black seed dots vanish nor so light that a bar does
+        shades = np.linspace(0.75, 0.35, len(group)) if len(group) > 1 else [0.6]
+        colors.update({method: cmap(shade) for method, shade in zip(group, shades)})
+    return colors
 
 
 def lines_needed(labels: list[str], width: int) -> int:
@@ -57,18 +85,24 @@ def method_ticks(ax, labels: list[str], slot_inches: float) -> None:
 
 
 def bar_plot(records: pd.DataFrame, out: str | Path, panels: list[dict], names: Names = Names(),
-             scale: float = 100.0) -> Path | None:
+             marks: dict | None = None, scale: float = 100.0) -> Path | None:
     """One panel per entry {title, protocol, metric, references?} that the records hold: the
-    metric by method, mean over seeds with std error bars and seeds as dots, the value axis from
-    zero, each trivial reference ({name: value}) a dashed line, the mean written above the
-    highest of its error bar and its dots. A method with one seed has no error bar (its spread is
-    unknown) and says "n = 1". None when no panel has records."""
+    metric by method, mean over seeds with std error bars and seeds as dots, bars coloured by
+    family (`family_colors`), the value axis from zero, each trivial reference ({name: value}) a
+    dashed line, the mean written above the highest of its error bar and its dots. A method with
+    one seed has no error bar (its spread is unknown) and says "n = 1".
+
+    marks: {panel title: (text, passed)}: a verdict panel's control status and MDE, printed under
+    its title, green where its control passes (passed True), red on a shaded panel where it does
+    not (False), black where there is no control (None). None when no panel has records."""
     summary = summarize(records)
     points = with_methods(records)
     panels = [p for p in panels if ((summary["protocol"] == p["protocol"]) & (summary["metric"] == p["metric"])).any()]
     if not panels:
         return None
     methods = method_order(points["method"])
+    colors = family_colors(methods)
+    marks = marks or {}
     ncols = min(len(panels), 2)
     nrows = -(-len(panels) // ncols)
     panel_width = max(4.5, 0.55 * len(methods) + 1.0)
@@ -83,11 +117,11 @@ def bar_plot(records: pd.DataFrame, out: str | Path, panels: list[dict], names: 
         seeds = points[(points["protocol"] == panel["protocol"]) & (points["metric"] == panel["metric"])]
         x = np.arange(len(methods))
         ax.bar(x, rows["mean"] * scale, yerr=rows["std"] * scale, capsize=4,
-               color=[COLORS[i % 10] for i in x], alpha=0.8, edgecolor="black", linewidth=0.6)
+               color=[colors[m] for m in methods], edgecolor="black", linewidth=0.6)
         top = 0.0
         for i, m in enumerate(methods):
             values = seeds[seeds["method"] == m]["value"] * scale
-            ax.scatter([i] * len(values), values, color="black", s=10, zorder=3)
+            ax.scatter([i] * len(values), values, color="black", edgecolors="white", linewidths=0.4, s=12, zorder=3)
             if pd.notna(rows["mean"][m]):
                 above = max((rows["mean"][m] + np.nan_to_num(rows["std"][m])) * scale, values.max())
                 top = max(top, above)
@@ -105,13 +139,29 @@ def bar_plot(records: pd.DataFrame, out: str | Path, panels: list[dict], names: 
             headroom = 1.3
         ax.set_ylim(0.0, top * headroom + 1e-9)
         method_ticks(ax, [names.method(m) for m in methods], panel_width / len(methods))
-        ax.set_title(names.title(panel["title"]), fontsize=10)
+        mark_panel(ax, names.title(panel["title"]), *marks.get(panel["title"], ("", None)))
         ax.set_ylabel(names.axis(panel["metric"]))
         ax.grid(axis="y", alpha=0.3)
+    present = dict.fromkeys(method_family(m) for m in methods)
+    fig.legend(handles=[Patch(facecolor=plt.get_cmap(FAMILIES[f][1])(0.6), edgecolor="black", linewidth=0.6,
+                              label=FAMILIES[f][0]) for f in present],
+               loc="outside lower center", ncol=len(present), fontsize=7, frameon=False)
     datasets = ", ".join(names.dataset(d) for d in records["dataset"].dropna().astype(str).unique())
     fig.suptitle(f"{datasets}: transfer by pretraining method (mean ± std over seeds; dots: seeds"
                  + ("; n = 1: one seed, spread unknown" if single else "") + ")", fontsize=10)
     return save_figure(fig, out)
+
+
+def mark_panel(ax, title: str, text: str = "", passed: bool | None = None, width: int = 60) -> None:
+    """The panel's title and, under it, `text` (its control and MDE): green when its control
+    passed, red on a shaded panel when it did not, black when there is no control."""
+    ax.set_title(wrap(title, width), fontsize=10, pad=4 + 8.5 * (text.count("\n") + 1 if text else 0))
+    if not text:
+        return
+    color = {True: PASS_COLOR, False: FAIL_COLOR}.get(passed, "black")
+    ax.text(0.5, 1.01, text, transform=ax.transAxes, ha="center", va="bottom", fontsize=6.5, color=color)
+    if passed is False:
+        ax.set_facecolor(INSENSITIVE_FACE)
 
 
 def comparison_label(method: str, baseline: str, names: Names) -> str:
@@ -120,17 +170,25 @@ def comparison_label(method: str, baseline: str, names: Names) -> str:
 
 
 def difference_plot(results: pd.DataFrame, out: str | Path, columns: list[dict], names: Names = Names(),
-                    scale: float = 100.0) -> Path | None:
+                    controls: pd.DataFrame | None = None, scale: float = 100.0) -> Path | None:
     """The report's comparisons as paired differences: one panel per column, one row per
     comparison (method − baseline, paired by seed, in points), its mean with the 95% t interval
-    (`compare`'s ci_low, ci_high), each seed's difference a grey dot, zero a line. Primary tests
-    are drawn in blue. A pair with one seed is a point without an interval, marked "n = 1".
+    (`compare`'s ci_low, ci_high) labelled with its MDE where tested, each seed's difference a grey
+    dot, zero a line. Primary tests are drawn in blue. A pair with one seed is a point without an
+    interval, marked "n = 1".
+
+    controls: `comparisons.positive_controls`' rows, drawn as each panel's top row, green where
+    the control passes and red where it does not, the gap it needs a dashed tick; a panel whose
+    control fails is shaded and titled "insensitive at this budget".
 
     results: `comparisons.compare`'s rows. None when it has none.
     """
     if results.empty:
         return None
-    pairs = list(dict.fromkeys(zip(results["method"], results["baseline"])))
+    if controls is not None:
+        results = pd.concat([controls[controls["n"] > 0].reindex(columns=results.columns), results], ignore_index=True)
+        status = controls.set_index("title")
+    pairs = list(dict.fromkeys(zip(results["method"], results["baseline"], results["family"] == "control")))
     titles = [c["title"] for c in columns if (results["title"] == c["title"]).any()]
     ncols = min(len(titles), 3)
     nrows = -(-len(titles) // ncols)
@@ -141,12 +199,19 @@ def difference_plot(results: pd.DataFrame, out: str | Path, columns: list[dict],
         ax.set_visible(False)
     single = primary = False
     for ax, title in zip(axes.flat, titles):
-        mine = results[results["title"] == title].set_index(["method", "baseline"])
+        mine = results[results["title"] == title].assign(control=lambda f: f["family"] == "control")
+        mine = mine.set_index(["method", "baseline", "control"])
+        control = status.loc[title] if controls is not None and title in status.index else None
         for y, pair in enumerate(pairs):
             if pair not in mine.index:
                 continue
             row = mine.loc[pair]
-            color = "tab:blue" if row["family"] == "primary" else "black"
+            if pair[2]:  # the control row: its verdict's colour, the gap it needs a dashed tick
+                color = PASS_COLOR if control["passed"] else FAIL_COLOR
+                if not math.isnan(control["threshold"]):
+                    ax.plot([control["threshold"]] * 2, [y - 0.3, y + 0.3], color=color, linestyle="--", linewidth=1)
+            else:
+                color = "tab:blue" if row["family"] == "primary" else "black"
             primary |= row["family"] == "primary"
             d = row["difference"] * scale
             ax.scatter(np.asarray(row["per_seed"]) * scale, [y + 0.2] * len(row["per_seed"]), s=9, color="grey",
@@ -158,23 +223,32 @@ def difference_plot(results: pd.DataFrame, out: str | Path, columns: list[dict],
             else:
                 ax.errorbar([d], [y], xerr=[[d - row["ci_low"] * scale], [row["ci_high"] * scale - d]], fmt="o",
                             color=color, markersize=5, capsize=3, linewidth=1.3, zorder=3)
-                note = f"{d:+.1f}"
+                note = f"{d:+.1f}" + ("" if pair[2] or math.isnan(row["mde"]) else f" (MDE {row['mde'] * scale:.1f})")
             ax.annotate(note, (d, y), xytext=(0, 4), textcoords="offset points", ha="center", va="bottom",
                         fontsize=6.5, color=color)
         ax.axvline(0.0, color="dimgray", linewidth=0.9)
-        ax.set_title(wrap(names.title(title), 40), fontsize=9)
+        ax.set_title(wrap(names.title(title), 40) + ("" if control is None else
+                     "\ncontrol passes" if control["passed"] else f"\n{control['status']}"),
+                     fontsize=9, color="black" if control is None or control["passed"] else FAIL_COLOR)
+        if control is not None and not control["passed"]:
+            ax.set_facecolor(INSENSITIVE_FACE)
         ax.set_xlabel("difference (points)", fontsize=8)
         ax.tick_params(labelsize=TICK_FONT)
         ax.grid(axis="x", alpha=0.3)
     axes[0, 0].set_ylim(len(pairs) - 0.5, -0.6)  # shared: the first comparison on top
-    axes[0, 0].set_yticks(range(len(pairs)), [comparison_label(m, b, names) for m, b in pairs], fontsize=TICK_FONT)
+    axes[0, 0].set_yticks(range(len(pairs)), [("control: " if c else "") + comparison_label(m, b, names)
+                                               for m, b, c in pairs], fontsize=TICK_FONT)
     handles = [Line2D([], [], color="black", marker="o", linestyle="-", label="mean difference, 95% t interval"),
                Line2D([], [], color="grey", marker="o", linestyle="", markersize=4, label="one seed's difference")]
     if primary:
         handles.append(Line2D([], [], color="tab:blue", marker="o", linestyle="-", label="primary test"))
     if single:
         handles.append(Line2D([], [], color="black", marker="o", linestyle="", label="n = 1: no interval (spread unknown)"))
-    fig.legend(handles=handles, loc="outside lower center", ncol=len(handles), fontsize=7, frameon=False)
+    if controls is not None:
+        handles += [Line2D([], [], color=PASS_COLOR, marker="o", label="control passes"),
+                    Line2D([], [], color=FAIL_COLOR, marker="o", label="control fails: column insensitive"),
+                    Line2D([], [], color="black", linestyle="--", label="gap the control needs")]
+    fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 4), fontsize=7, frameon=False)
     fig.suptitle("Paired differences, method − baseline, paired by seed (points)", fontsize=10)
     return save_figure(fig, out)
 

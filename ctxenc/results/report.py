@@ -17,6 +17,11 @@ is a transfer table like the paper's Table 2, configured by the suite's `report`
       primary_comparisons:               # optional: the tests the suite was run for, declared
         - [context_encoder/random_region/l2, random]    # before it ran; comparisons x columns,
       primary_columns: [classification mAP (100% labels)]  # a Holm family of their own
+      controls:                          # optional: a positive control per column, declared before
+        comparison: [supervised, random] # it ran: a Holm family of its own; a column carries verdicts
+        min_fraction_of_paper_gap: 0.4   # only if it is significant and >= this fraction of the
+                                         # paper's gap for the pair (significance alone where the
+                                         # paper has none); a column that fails is "insensitive"
       display:                           # optional: names figures print (ctxenc/results/names.py)
         context_encoder/random_region/l2: Context encoder (random region)
         classification mAP (100% labels): Classification, 100% labels
@@ -38,8 +43,8 @@ from ctxenc.config import from_dict, read_yaml
 from ctxenc.errors import UserError
 from ctxenc.io import atomic_write
 from ctxenc.results import samples
-from ctxenc.results.comparisons import (compare, comparison_lines, comparison_table, default_comparisons,
-                                        family_sentence)
+from ctxenc.results.comparisons import (compare, comparison_lines, comparison_table, control_table,
+                                        default_comparisons, family_sentence, positive_controls)
 from ctxenc.results.figures import detections_figure, figure_link, inpainting_grid, scenes_figure
 from ctxenc.results.names import Names
 from ctxenc.results.paper import PAPER_TABLES
@@ -56,14 +61,17 @@ from ctxenc.results.tables import (beside_paper, column_table, final_budget, hea
 class ReportConfig:
     """paper: a key of PAPER_TABLES; columns: ({title, protocol, metric, paper?}, ...);
     comparisons: ((method, baseline), ...); primary_comparisons x primary_columns (titles): the
-    pre-declared primary tests, Holm-adjusted apart from the exploratory rest; display: {name in
-    records or column title: the name figures print}."""
+    pre-declared primary tests, Holm-adjusted apart from the exploratory rest; controls:
+    {comparison: (method, baseline), min_fraction_of_paper_gap: 0.4}, the positive control every
+    column must pass to carry a verdict; display: {name in records or column title: the name
+    figures print}."""
 
     paper: str | None = None
     columns: tuple[dict, ...] = ()
     comparisons: tuple[tuple[str, str], ...] = ()
     primary_comparisons: tuple[tuple[str, str], ...] = ()
     primary_columns: tuple[str, ...] = ()
+    controls: dict | None = None
     display: dict = field(default_factory=dict)
 
     def __post_init__(self):
@@ -80,6 +88,15 @@ class ReportConfig:
         unknown = set(self.primary_columns) - {col["title"] for col in self.columns}
         if unknown:
             raise UserError(f"primary column {sorted(unknown)[0]!r} is not one of the report's column titles.")
+        if self.controls is not None:
+            control = self.controls.get("comparison") if isinstance(self.controls, dict) else None
+            if (not isinstance(control, (list, tuple)) or len(control) != 2
+                    or set(self.controls) - {"comparison", "min_fraction_of_paper_gap"}):
+                raise UserError("the report's controls take comparison: [method, baseline] (e.g. [supervised, random]) "
+                                "and optionally min_fraction_of_paper_gap.")
+            fraction = self.controls.get("min_fraction_of_paper_gap", 0.4)
+            if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 <= fraction <= 1:
+                raise UserError(f"the report's controls: min_fraction_of_paper_gap must be a number from 0 to 1, got {fraction!r}.")
         for key, name in self.display.items():
             if not isinstance(key, str) or not isinstance(name, str):
                 raise UserError(f"the report's display maps names to names (text); got {key!r}: {name!r}.")
@@ -88,6 +105,13 @@ class ReportConfig:
     def primary(self) -> tuple[tuple[str, str, str], ...]:
         """The primary tests: (method, baseline, column title)."""
         return tuple((m, b, title) for m, b in self.primary_comparisons for title in self.primary_columns)
+
+    @property
+    def control(self) -> tuple[tuple[str, str], float] | None:
+        """The positive control, ((method, baseline), minimum fraction of the paper's gap), or None."""
+        if self.controls is None:
+            return None
+        return tuple(self.controls["comparison"]), float(self.controls.get("min_fraction_of_paper_gap", 0.4))
 
 
 def write_report(results_dir: str | Path, data_root=None, out: str | Path | None = None) -> Path:
@@ -149,7 +173,9 @@ def write_transfer_report(out_dir: Path, records: pd.DataFrame, cfg: ReportConfi
         col["references"] = reference_values(final, col["protocol"], col["metric"])
     comparisons = cfg.comparisons if configured else default_comparisons(final["method"])
     table = column_table(final, columns)
-    results = compare(final, columns, comparisons, cfg.primary)
+    paper = PAPER_TABLES[cfg.paper] if cfg.paper else None
+    results = compare(final, columns, comparisons, cfg.primary, paper)
+    controls = positive_controls(final, columns, *cfg.control, paper) if cfg.control else None
     tables = [("Mean ± std over seeds (std with ddof = 1), in %; n = 1: one seed, its spread unknown.", table)]
     seeds = sorted(records["seed"].dropna().unique().tolist())
     lines = [
@@ -172,14 +198,19 @@ def write_transfer_report(out_dir: Path, records: pd.DataFrame, cfg: ReportConfi
         lines += ["", "## The data", "", "Test scenes with their boxes (top) and class maps (bottom):", "",
                   figure_link("sample scenes", figure)]
     lines += ["", "## Our table", "", *budget_lines(records, final), table.to_markdown()]
-    bars = bar_plot(final, out_dir / "bars.png", columns, names)
+    marks = panel_marks(results, controls, names)
+    bars = bar_plot(final, out_dir / "bars.png", columns, names, marks)
     if bars:
         lines += ["", figure_link("bars", bars)]
-    differences = difference_plot(results, out_dir / "differences.png", columns, names)
+    differences = difference_plot(results, out_dir / "differences.png", columns, names, controls)
     if differences:
         lines += ["", "The comparisons below as paired differences (method − baseline, seed by seed, in points), each "
                   "with its 95% t interval: a gap too small to see between bars drawn from zero reads here at its "
-                  "size. An interval that crosses zero is not a difference; a pair with one seed has no interval.",
+                  "size. An interval that crosses zero is not a difference; a pair with one seed has no interval."
+                  + (" Each tested gap is labelled with its MDE. The top row of each panel is its positive control, "
+                     "green where it passes and red where it does not, with the gap it needs as a dashed tick; a "
+                     "panel whose control fails is shaded: its column is insensitive at this budget."
+                     if controls is not None else ""),
                   "", figure_link("paired differences", differences)]
     lines += reference_lines(final, columns)
     if cfg.paper:
@@ -193,12 +224,17 @@ def write_transfer_report(out_dir: Path, records: pd.DataFrame, cfg: ReportConfi
                   "The paper's numbers are AlexNet on PASCAL VOC (227 px, 14 hours of pretraining on a GPU); "
                   f"{ours}. Rows in parentheses are the paper's alone. Unless this suite ran in full on the paper's "
                   "data, compare the shape (who beats whom, by how much relative to the spread), not the values."]
+    if controls is not None:
+        tables.append(("Positive controls, one per column (points): the column carries verdicts only if it passes.",
+                       control_table(controls)))
+        lines += control_section(controls, cfg)
     if not results.empty:
-        tables.append(("Paired per-seed differences (points), 95% t intervals, paired t-test p and Holm-adjusted p.",
+        tables.append(("Paired per-seed differences (points), 95% t intervals, paired t-test p, Holm-adjusted p, the "
+                       "minimum detectable effect (80% power, alpha 0.05 / family size) and the paper's gap.",
                        comparison_table(results)))
         lines += ["", "## The questions, answered (paired per-seed differences, Holm-adjusted)", "",
                   family_sentence(results) + " Where the paper has both rows, its own gap is given for comparison.", "",
-                  *comparison_lines(final, results, PAPER_TABLES.get(cfg.paper) if cfg.paper else None, columns)]
+                  *comparison_lines(final, results, controls)]
     sweep = sweep_plot(records, out_dir / "sweep.png", columns, names)
     if sweep:
         lines += ["", "## How much pretraining is enough?", "",
@@ -212,6 +248,47 @@ def write_transfer_report(out_dir: Path, records: pd.DataFrame, cfg: ReportConfi
     write_tables(out_dir, tables)
     (out_dir / "report.md").write_text("\n".join(lines) + "\n")
     return out_dir / "report.md"
+
+
+def control_section(controls: pd.DataFrame, cfg: ReportConfig) -> list[str]:
+    """The positive controls, column by column, and which columns answer questions."""
+    (method, baseline), fraction = cfg.control
+    failed = controls.loc[~controls["passed"].astype(bool), "title"].tolist()
+    return ["", "## Can each column tell good features from none? (positive controls)", "",
+            f"Declared in the suite's report section: in every column, **{method}** − **{baseline}**, paired by seed, "
+            "tested as a Holm family of its own across the columns. A column carries verdicts only if its control is "
+            f"significant (Holm-adjusted p < 0.05) and at least {fraction:.0%} of the paper's gap for the same rows "
+            "(significance alone where the paper has no gap). A column that fails is **insensitive at this budget**: "
+            "its tests are listed below, not judged.", "",
+            control_table(controls).to_markdown(index=False, disable_numparse=True), "",
+            ("Insensitive at this budget (no verdicts): " + ", ".join(failed) + "." if failed
+             else "Every column passes its control.")]
+
+
+def panel_marks(results: pd.DataFrame, controls: pd.DataFrame | None, names: Names, scale: float = 100.0) -> dict:
+    """{column title: (text, passed)} for the bar chart's verdict panels: the control's status and
+    the MDE of the primary tests (of every test where none is primary) in that column; passed is
+    whether its control passed, None without controls."""
+    marks = {}
+    tested = results[results["p"].notna()]
+    if (tested["family"] == "primary").any():
+        tested = tested[tested["family"] == "primary"]
+    for title in dict.fromkeys([*tested["title"], *([] if controls is None else controls["title"])]):
+        lines, passed = [], None
+        if controls is not None:
+            c = controls.set_index("title").loc[title]
+            passed = bool(c["passed"])
+            gap = "" if pd.isna(c["difference"]) else f"{c['difference'] * scale:+.1f}, "
+            holm = "" if pd.isna(c["p_holm"]) else f"Holm p {c['p_holm']:.2g}, "
+            share = "" if pd.isna(c["fraction_of_paper"]) else (
+                f"{c['fraction_of_paper']:.0%} of the paper's {c['paper_gap']:+.1f} (needs {c['threshold']:+.1f}), ")
+            lines.append(f"control {names.method(c['method'])} − {names.method(c['baseline'])}: {gap}{holm}{share}"
+                         f"{c['status']}")
+        lines += [f"MDE {names.method(r['method'])} − {names.method(r['baseline'])}: {r['mde'] * scale:.1f}"
+                  + ("" if pd.isna(r["paper_gap"]) else f" (paper's gap {r['paper_gap']:+.1f})")
+                  for _, r in tested[tested["title"] == title].iterrows()]
+        marks[title] = ("\n".join(lines), passed)
+    return marks
 
 
 def budget_lines(records: pd.DataFrame, final: pd.DataFrame) -> list[str]:

@@ -13,7 +13,7 @@ import math
 
 import numpy as np
 import pandas as pd
-from scipy import stats
+from scipy import optimize, stats
 
 # Fewer paired seeds than this give no significance mark: with 2 seeds the t interval has one
 # degree of freedom and a "significant" gap is mostly luck in the spread.
@@ -60,3 +60,27 @@ def holm_adjust(pvalues) -> np.ndarray:
         running = max(running, min(1.0, (m - rank) * p[index]))
         adjusted[index] = running
     return adjusted
+
+
+def paired_t_power(effect: float, sd: float, n: int, alpha: float) -> float:
+    """Power of the two-sided paired t-test at level `alpha` with `n` pairs whose differences have
+    mean `effect` and standard deviation `sd`: P(|T| > t_crit) with T noncentral t, n - 1 degrees
+    of freedom, noncentrality effect * sqrt(n) / sd."""
+    df, nc = n - 1, effect * math.sqrt(n) / sd
+    critical = stats.t.isf(alpha / 2, df)
+    # P(T < -c) as P(-T > c), -T ~ nct(df, -nc): scipy's nct.cdf far in the tail returns nan.
+    return float(stats.nct.sf(critical, df, nc) + stats.nct.sf(critical, df, -nc))
+
+
+def minimum_detectable_effect(sd: float, n: int, alpha: float, power: float = 0.8) -> float:
+    """The smallest true mean difference that the two-sided paired t-test at level `alpha` with
+    `n` pairs detects with probability `power`, for differences of standard deviation `sd` (the
+    observed seed spread); in the units of `sd`. nan for n < 2 or an unknown spread, 0 for none."""
+    if n < 2 or not math.isfinite(sd):
+        return math.nan
+    if sd == 0:
+        return 0.0
+    high = sd
+    while paired_t_power(high, sd, n, alpha) < power:  # power grows with the effect: bracket it
+        high *= 2
+    return float(optimize.brentq(lambda e: paired_t_power(e, sd, n, alpha) - power, 0.0, high, xtol=1e-10 * sd))

@@ -183,7 +183,7 @@ def latex_table(caption: str, frame: pd.DataFrame) -> str:
 def write_tables(out_dir: Path, tables: list[tuple[str, pd.DataFrame]]) -> tuple[Path, Path]:
     """table.md and table.tex in `out_dir`: each (caption, table) in order, Markdown and LaTeX
     (booktabs tabulars, special characters escaped, ready to \\input into a paper)."""
-    markdown = "\n\n".join(f"{caption}\n\n{frame.to_markdown()}" for caption, frame in tables)
+    markdown = "\n\n".join(f"{caption}\n\n{frame.to_markdown(disable_numparse=True)}" for caption, frame in tables)
     latex = "\n".join(latex_table(caption, frame) for caption, frame in tables)
     header = "% ctxenc report: tables derived from records.csv (needs \\usepackage{booktabs})\n"
     return (atomic_write_text(out_dir / "table.md", markdown + "\n"), atomic_write_text(out_dir / "table.tex", header + latex))
