@@ -7,7 +7,9 @@ The input path is everything between the files and a step: rows read from the de
 cache (memory-mapped), random crop and flip, `random_region` masks (`ctxenc.masks.sample_masks`),
 onto the device. ctxenc runs the engine's own pieces (`RowReader`, `local_batch`, the context
 encoder's `draw_on_device`) with 0 workers (inline), 1 (`RowReader`'s thread, what the engine
-uses) and, to measure the alternative, DataLoader worker processes reading the same rows. The
+uses) and, to measure the alternative, DataLoader worker processes reading the same rows; and
+streamed (`cache: false`: `StreamedImages` decoding the JPEGs per batch in N worker processes,
+read by the engine's thread). The
 baseline is what a user would otherwise write: torchvision's `ImageFolder` + `DataLoader`
 decoding the JPEGs with the same transforms (shorter side to the load size, RandomCrop,
 RandomHorizontalFlip, ToTensor, Normalize) and as many workers, masks drawn alike per batch.
@@ -73,8 +75,10 @@ def per_second(batches, step, count: int, batch: int, device: torch.device) -> f
     return count * batch / (time.perf_counter() - tic)
 
 
-def ctxenc_rates(images: torch.Tensor, size: int, args, device: torch.device) -> dict[str, float]:
-    """{way: images/s} of the engine's input path over the cached uint8 `images` (N, 3, S, S)."""
+def ctxenc_rates(images: torch.Tensor, streamed_images, size: int, args, device: torch.device) -> dict[str, float]:
+    """{way: images/s} of the engine's input path over the cached uint8 `images` (N, 3, S, S), and
+    over the same images decoded per batch (`streamed_images`, a `StreamedImages`)."""
+    from ctxenc.data.streaming import StreamedImages
     from ctxenc.device import grad_scaler
     from ctxenc.engine import RowReader, local_batch
     from ctxenc.masks import sample_masks
@@ -92,6 +96,15 @@ def ctxenc_rates(images: torch.Tensor, size: int, args, device: torch.device) ->
         batch["images"].masked_fill_(masks, 0.0)  # the masks used, as a step would
 
     rates = {}
+    # Streamed first: run after the `Rows` DataLoaders below, closing its workers failed once (a worker
+    # exited with code 1, cause not found).
+    for workers in [w for w in args.workers if w > 0]:
+        # Streamed (`cache: false`): the engine's thread waits on `StreamedImages`' workers decoding the files.
+        streamed = StreamedImages(streamed_images.paths, streamed_images.size, streamed_images.decode, workers)
+        with RowReader(streamed, None, device) as reader:
+            ahead = (reader.read(order[k], order[k + 1] if k + 1 < steps else None) for k in range(steps))
+            rates[f"ctxenc, streamed, {workers} worker{'s' * (workers > 1)}"] = per_second(ahead, step, args.batches, args.batch, device)
+        streamed.close()
     for workers in args.workers:
         if workers <= 1:  # 0: read in the loop; 1: the engine's thread, one step ahead
             with RowReader(images, None, device) as reader:
@@ -156,7 +169,8 @@ def input_path(args, device: torch.device) -> None:
         images = load_dataset("imagefolder", "train", folder, load_size=load_size_for(size)).images
         build = len(images) / (time.perf_counter() - tic)
         print(f"{size} px: decoded cache (load size {load_size_for(size)}) built at {build:.0f} images/s")
-        rates = {**ctxenc_rates(images, size, args, device), **torchvision_rates(folder, size, args, device)}
+        streamed = load_dataset({"name": "imagefolder", "cache": False}, "train", folder, load_size=load_size_for(size)).images
+        rates = {**ctxenc_rates(images, streamed, size, args, device), **torchvision_rates(folder, size, args, device)}
         rows += [(size, way, rate) for way, rate in rates.items()]
     print(f"\n{'size':>5}  {'input path':<30} {'images/s':>9}")
     for size, way, rate in rows:

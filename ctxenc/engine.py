@@ -30,6 +30,7 @@ import torch
 from ctxenc import distributed
 from ctxenc.checkpoint import load_checkpoint, save_checkpoint
 from ctxenc.data import dataset_name, load_dataset, pretrain_split
+from ctxenc.data.streaming import StreamedImages
 from ctxenc.data.transforms import crop_flip, crop_flip_draws, load_size_for, to_model_input
 from ctxenc.device import grad_scaler, resolve_device
 from ctxenc.encoders import create_encoder, default_input_size
@@ -153,7 +154,7 @@ def dataset_mean(images: torch.Tensor, size: int, max_values: int = 2**28) -> to
 def train_loop(model: Pretext, images: torch.Tensor, labels: torch.Tensor | None, cfg: TrainConfig, out_dir: Path,
                meta: dict, progress: bool = True, resume: bool = False,
                device: torch.device = torch.device("cpu")) -> tuple[float, int]:
-    """images: uint8 (N, C, H, W), in memory or memory-mapped; labels: (N, ...) or None; `model`
+    """images: uint8 (N, C, H, W), in memory, memory-mapped or streamed; labels: (N, ...) or None; `model`
     already on `device`. The pretext's `train_step` does the method's work; this loop does the
     data order, augmentation, logging, snapshots and resume, for every pretext alike.
 
@@ -285,8 +286,10 @@ class RowReader:
     not wait. The thread does only that: every random draw stays in the loop, in its order, so
     a run and its resumes are what they were without it. A thread, not DataLoader workers: the
     data is one uint8 tensor, `index_select` releases the GIL, and nothing crosses a process
-    (`benchmarks/input_pipeline.py` measures both). Use as a context manager: leaving it (an
-    exception, Ctrl-C) cancels what was asked ahead and joins the thread.
+    (`benchmarks/input_pipeline.py` measures both). Streamed images (`StreamedImages`: an image
+    folder decoded per batch) are decoded by their DataLoader workers, which the thread waits on.
+    Use as a context manager: leaving it (an exception, Ctrl-C) cancels what was asked ahead and
+    joins the thread.
     """
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor | None, device: torch.device):
@@ -309,10 +312,14 @@ class RowReader:
         return future.result()
 
     def _gather(self, rows: torch.Tensor) -> dict[str, torch.Tensor]:
-        # index_select copies whole rows (measured ~10x faster than indexing a memory map).
-        return {name: torch.index_select(data, 0, rows, out=torch.empty((len(rows), *data.shape[1:]), dtype=data.dtype,
-                                                                          pin_memory=self.pin))
-                for name, data in self.data.items()}
+        out = {name: torch.empty((len(rows), *data.shape[1:]), dtype=data.dtype, pin_memory=self.pin)
+               for name, data in self.data.items()}
+        for name, data in self.data.items():
+            if isinstance(data, StreamedImages):  # decoded now, in its worker processes
+                data.read(rows, out=out[name])
+            else:  # index_select copies whole rows (measured ~10x faster than indexing a memory map)
+                torch.index_select(data, 0, rows, out=out[name])
+        return out
 
     def __enter__(self) -> RowReader:
         return self

@@ -26,7 +26,8 @@ TASKS = ("single_label", "multi_label", "segmentation", "boxes", "unlabeled")
 
 @dataclass(frozen=True)
 class ImageDataset:
-    """images: uint8 (N, C, H, W); labels by task:
+    """images: uint8 (N, C, H, W): a tensor, or `ctxenc.data.streaming.StreamedImages` (an image
+    folder decoded per batch; indexing it gives tensors); labels by task:
 
     - single_label: int64 (N,) class indices
     - multi_label: float32 (N, K): 1 present, 0 absent, -1 ignore (VOC: only "difficult" objects)
@@ -180,7 +181,7 @@ def dataset_tasks(dataset: str | Mapping, data_root=None) -> tuple[str, ...]:
 
 def _first(data: ImageDataset, limit: int | None) -> ImageDataset:
     """The first `limit` examples of every per-example tensor."""
-    if not limit:
+    if not limit or len(data) <= limit:  # nothing to cut (streamed images would be decoded by a slice)
         return data
     cut = {f: getattr(data, f)[:limit] for f in ("images", "labels", "class_maps", "boxes") if getattr(data, f) is not None}
     return dataclasses.replace(data, **cut)

@@ -21,6 +21,7 @@ file list, so every class of a labelled folder still appears.
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 from dataclasses import dataclass
@@ -29,8 +30,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from torchvision.io import ImageReadMode, decode_image, read_file
-from torchvision.transforms.v2.functional import resize, to_dtype
 
 from ctxenc import distributed
 from ctxenc.data import ImageDataset, LoadRequest, register_dataset
@@ -41,7 +40,7 @@ from ctxenc.errors import UserError
 from ctxenc.io import cache_root
 
 SPLITS = ("train", "test")
-READER_VERSION = 2  # 2: decoded by torchvision, resized by torch (1: PIL)
+READER_VERSION = 1
 
 
 @dataclass(frozen=True)
@@ -74,26 +73,22 @@ def task_of(folder: Path) -> str:
 def read_square(path: Path | str, size: int) -> torch.Tensor:
     """An image file of any size and mode -> uint8 (3, size, size): shorter side to size, centre crop.
 
-    The one decoding of image folders, for the cache and for streaming alike. JPEG, PNG, WebP and
-    GIF are decoded by torchvision and resized by torch (bilinear, antialiased): measured 1.4x
-    (load size 144) to 2.2x (256) PIL's images per second per core, PIL's reduced-scale JPEG
-    decoding included. Other formats (BMP, TIFF, PPM) are decoded by PIL.
+    The one decoding of image folders, for the cache and for streaming alike. PIL, not
+    torchvision's decoders: those were measured 1.4x (load size 144) to 2.2x (256) faster per
+    core, but crashed the process (a segmentation fault) on damaged files (tests/test_fuzz.py).
     """
     try:
-        image = decode_image(read_file(str(path)), mode=ImageReadMode.RGB)
-    except RuntimeError:  # a format torchvision does not decode, or a damaged file: PIL reads it or says why not
-        try:
-            with Image.open(path) as img:
-                image = torch.from_numpy(np.array(img.convert("RGB"))).permute(2, 0, 1)
-        except (OSError, ValueError, Image.DecompressionBombError) as err:
-            raise UserError(f"cannot read image {path} ({err}); replace or remove the file.") from None
-    if image.dtype != torch.uint8:  # 16-bit PNGs
-        image = to_dtype(image, torch.uint8, scale=True)
-    h, w = image.shape[-2:]
-    scale = size / min(h, w)
-    nh, nw = max(size, round(h * scale)), max(size, round(w * scale))
-    top, left = (nh - size) // 2, (nw - size) // 2
-    return resize(image, [nh, nw], antialias=True)[:, top : top + size, left : left + size].contiguous()
+        with Image.open(path) as img:
+            img.draft("RGB", (size, size))  # JPEG: decode at a reduced scale that is still >= size
+            img = img.convert("RGB")
+            w, h = img.size
+            scale = size / min(w, h)
+            nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
+            left, top = (nw - size) // 2, (nh - size) // 2
+            square = img.resize((nw, nh), Image.BILINEAR).crop((left, top, left + size, top + size))
+    except (OSError, ValueError, Image.DecompressionBombError) as err:
+        raise UserError(f"cannot read image {path} ({err}); replace or remove the file.") from None
+    return torch.from_numpy(np.asarray(square).transpose(2, 0, 1).copy())
 
 
 def load(name: str, split: str, folder: Path, limit: int | None = None, load_size: int = 256,
@@ -126,8 +121,9 @@ def load(name: str, split: str, folder: Path, limit: int | None = None, load_siz
                 raise
     if why_stream:
         files = listing.files()
-        images = StreamedImages(np.array([str(files[k]).encode() for k in keep]), load_size, read_square)
-        print(f"ctxenc: imagefolder {path}: streaming (decoding per batch in {images.workers} workers): {why_stream}.",
+        images = StreamedImages(np.array([os.fsencode(files[k]) for k in keep]), load_size, read_square)
+        workers = f"{images.workers} worker{'s' * (images.workers != 1)}"
+        print(f"ctxenc: imagefolder {path}: streaming (decoding per batch in {workers}): {why_stream}.",
               file=sys.stderr, flush=True)
     labels = listing.labels()
     if labels is None:

@@ -30,6 +30,9 @@ _bfloat16 = False  # set by `bfloat16_inference`
 # split, set evaluation's peak memory. 2^23 values: 54 AlexNet images at 227 px (a 32 MB input,
 # ~0.3 GB of activations), the whole default batch of 1000 at 32 px.
 MAX_BATCH_VALUES = 2**23
+# BatchNorm recalibration's batches (train-mode statistics, so the batch is part of the estimate):
+# 500 images up to 128 px RGB (the protocols' choice), fewer above: 217 at 227 px (~1 GB peak).
+RECALIBRATION_BATCH_VALUES = 2**25
 
 
 @contextlib.contextmanager
@@ -82,8 +85,9 @@ def recalibrated(encoder: Encoder, images: Images, max_images: int = 2000, batch
     blow up or vanish layer after layer and a frozen head sees degenerate features. So every
     frozen protocol first re-estimates the statistics on unmasked training images: running
     averages reset, cumulative (momentum None) over the batches, weights untouched. The running
-    variance averages the batches' variances, so `batch_size` is part of the statistic: it stays
-    fixed whatever the input size (an AlexNet batch of 500 at 227 px peaks near 1.5 GB).
+    variance averages the batches' variances, so the batch size is part of the estimate: it is
+    `batch_size` up to RECALIBRATION_BATCH_VALUES input values per batch, fewer images above
+    (a batch of 500 AlexNet images at 227 px would need ~2 GB of activations on its own).
     """
     encoder = copy.deepcopy(encoder).eval()
     norms = [m for m in encoder.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
@@ -94,6 +98,7 @@ def recalibrated(encoder: Encoder, images: Images, max_images: int = 2000, batch
         m.reset_running_stats()
         m.momentum = None  # a cumulative average over all batches, not an exponential one
         m.train()  # only the norms: dropout and the like stay in eval mode
+    batch_size = min(batch_size, max(1, RECALIBRATION_BATCH_VALUES // math.prod(images.shape[1:])))
     batched(encoder, images[:max_images], batch_size, device_of(encoder))
     for m, momentum in zip(norms, momenta):
         m.momentum = momentum

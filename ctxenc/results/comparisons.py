@@ -238,7 +238,7 @@ def control_table(controls: pd.DataFrame, scale: float = 100.0) -> pd.DataFrame:
         "of the paper's gap": [num(f, ".0%") for f in controls["fraction_of_paper"]],
         "needed": [num(t, "+.1f") for t in controls["threshold"]],
         "status": controls["status"],
-    })
+    }).set_index("column")
 
 
 def comparison_table(results: pd.DataFrame, scale: float = 100.0) -> pd.DataFrame:

@@ -260,7 +260,7 @@ def control_section(controls: pd.DataFrame, cfg: ReportConfig) -> list[str]:
             f"significant (Holm-adjusted p < 0.05) and at least {fraction:.0%} of the paper's gap for the same rows "
             "(significance alone where the paper has no gap). A column that fails is **insensitive at this budget**: "
             "its tests are listed below, not judged.", "",
-            control_table(controls).to_markdown(index=False, disable_numparse=True), "",
+            control_table(controls).to_markdown(disable_numparse=True), "",
             ("Insensitive at this budget (no verdicts): " + ", ".join(failed) + "." if failed
              else "Every column passes its control.")]
 
