@@ -65,7 +65,7 @@ def completions(out_dir: Path, records: pd.DataFrame, data_root=None, limit: int
         model = rebuild_model(ckpt).eval()
         dataset = ckpt["data"]["dataset"]
         images, _ = prepared_split(dataset, eval_splits(dataset)[1], data_root, ckpt["data"]["input_size"], limit)
-        x = images[:: max(1, len(images) // n)][:n]
+        x = images[:: max(1, len(images) // n)][:n].to("cpu")  # float (n, C, S, S) in [-1, 1]
         generator = torch.Generator().manual_seed(int(seed))
         masks = sample_masks(model.cfg.mask, len(x), x.shape[-1], generator, **model.cfg.mask_options(x.shape[-1]))
         masked = apply_mask(x, masks, model.fill)
@@ -100,7 +100,7 @@ def classical_completions(out_dir: Path, checkpoints: list[str], data_root=None,
         train, _ = prepared_split(dataset, train_split, data_root, size, limit)
         test, _ = prepared_split(dataset, test_split, data_root, size, limit)
         scored = test[: InpaintingConfig.num_images]
-        x = scored[torch.linspace(0, len(scored) - 1, n).long()]
+        x = scored[torch.linspace(0, len(scored) - 1, n).long()].to("cpu")
         hole = hole_for(model, size)
         found += [(name, method, completed) for method, completed in inpaint_all(model, train, x, hole).items()]
     return None if x is None else (x, hole, found)
