@@ -163,12 +163,14 @@ def check_report(suite: Suite, path: Path, methods: list[str], protocols: list[s
         if col["protocol"] not in protocols:
             raise UserError(f"report column {col['title']!r} of {path} names protocol {col['protocol']!r}, which the suite "
                             f"does not run; its protocols: {', '.join(protocols)}.")
-    for pair in cfg.comparisons:
+    control = [tuple(cfg.controls["comparison"])] if cfg.controls else []
+    for pair in [*cfg.comparisons, *control]:
         if not isinstance(pair, (list, tuple)) or len(pair) != 2:
             raise UserError(f"each report comparison of {path} is a pair [method, baseline], got {pair!r}.")
+        what = "control" if control and pair is control[0] else "comparison"
         for method in pair:
             if method not in methods:
-                raise UserError(f"report comparison {list(pair)} of {path} names {method!r}, which is not a row of the suite; "
+                raise UserError(f"report {what} {list(pair)} of {path} names {method!r}, which is not a row of the suite; "
                                 f"its rows: {', '.join(methods)}.")
 
 

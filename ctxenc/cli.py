@@ -39,9 +39,13 @@ def add_device(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="where the model runs: cpu (default), cuda or cuda:N")
 
 
+PRETRAIN_AMP = "pretraining: float16 with loss scaling on CUDA, bfloat16 on the CPU"
+EVALUATE_AMP = ("evaluation: bfloat16 autocast of the encoder's forward passes (frozen features, BatchNorm recalibration, "
+                "scoring); fine-tuning trains in fp32")
+
+
 def add_amp(p: argparse.ArgumentParser, what: str) -> None:
-    p.add_argument("--amp", action="store_true", default=None,
-                   help=f"mixed precision ({what}): float16 with loss scaling on CUDA, bfloat16 on the CPU")
+    p.add_argument("--amp", action="store_true", default=None, help=f"mixed precision, in {what}")
 
 
 def add_seed(p: argparse.ArgumentParser, what: str) -> None:
@@ -95,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     d = TrainConfig
     t = p.add_argument_group("training (its length: --epochs, or --steps, or --epochs capped by --max-steps)")
     t.add_argument("--augment", action="store_true", default=None, help="random crop + horizontal flip of every batch, as the paper's pretraining")
-    add_amp(t, "of the training")
+    add_amp(t, PRETRAIN_AMP)
     t.add_argument("--epochs", type=int, help=f"passes over the training images (default: {d.epochs})")
     t.add_argument("--steps", type=int, help="train exactly this many steps, whatever the data size (instead of --epochs)")
     t.add_argument("--max-steps", type=int, help="stop after this many steps, or at the end of --epochs if sooner")
@@ -111,14 +115,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("evaluate", help="evaluate a checkpoint's encoder with one or more protocols; writes their rows to OUT/records.csv",
                 description="Evaluate the encoder of a checkpoint with each --protocol given, on the test split. Its rows in "
-                            "OUT/records.csv replace those of an earlier run of the same evaluation (same method, seed, protocol "
-                            "label, dataset and --limit), so a repeated command never adds rows.", epilog=EPILOG)
+                            "OUT/records.csv replace those of an earlier run of the same evaluation (same suite, method, the checkpoint's "
+                            "training seed, pretraining steps, protocol label, dataset and --limit), so a repeated command never adds rows.", epilog=EPILOG)
     p.add_argument("--checkpoint", required=True, type=Path, metavar="FILE|DIR", help="checkpoint.pt written by 'ctxenc pretrain', or its run folder")
     p.add_argument("--protocol", required=True, action="append", metavar="NAME|YAML",
                    help=f"protocol name ({', '.join(PROTOCOLS)}) or a YAML file such as eval/linear_probe.yaml; repeat it to run several")
     add_data_options(p)
     add_device(p)
-    add_amp(p, "of the encoder's forward passes")
+    add_amp(p, EVALUATE_AMP)
     add_seed(p, "the protocol's validation split, initial weights and batch order (default: the checkpoint's training seed, as bench does)")
     add_out(p, "the checkpoint's folder")
     add_no_progress(p)
@@ -133,7 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, metavar="N", help="a plumbing check, not a result: every cell on N images per split, the first "
                    "seed only, 3 training steps and shortened evaluators, to check a suite end to end")
     add_device(p)
-    add_amp(p, "of pretraining and evaluation; a results folder holds fp32 or AMP cells, not both")
+    add_amp(p, f"{PRETRAIN_AMP}; in {EVALUATE_AMP}; a results folder holds fp32 or AMP cells, not both")
     p.add_argument("--launcher", choices=["inline", "local", "slurm"], default="inline",
                    help="inline: cells one after another in this process (default); local: WORKERS parallel jobs on this "
                         "machine; slurm: one Slurm job per cell (submitit), requeued when it reaches its time limit or is "

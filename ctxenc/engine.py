@@ -30,6 +30,7 @@ import torch
 from ctxenc import distributed
 from ctxenc.checkpoint import load_checkpoint, save_checkpoint
 from ctxenc.data import dataset_name, load_dataset, pretrain_split
+from ctxenc.data.cache import read_rows
 from ctxenc.data.streaming import StreamedImages
 from ctxenc.data.transforms import crop_flip, crop_flip_draws, load_size_for, to_model_input
 from ctxenc.device import grad_scaler, resolve_device
@@ -139,16 +140,23 @@ def pretrain(dataset, encoder: dict, pretext: PretextSpec, train: TrainConfig, o
     return path
 
 
-def dataset_mean(images: torch.Tensor, size: int, max_values: int = 2**28) -> torch.Tensor:
+def dataset_mean(images: torch.Tensor, size: int, max_values: int = 2**28, chunk: int = 512) -> torch.Tensor:
     """Per-channel mean (C,) of the model inputs. images: uint8 (N, C, H, W).
 
-    Up to `max_values` input values (1 GiB of float) the mean is exact over all images;
-    beyond, over evenly spaced images, so a memory-mapped dataset is not read whole.
+    Up to `max_values` input values the mean is exact over all images; beyond, over evenly
+    spaced images, so a memory-mapped dataset is not read whole. Summed in float64, `chunk`
+    images at a time, so memory follows the chunk, not the dataset.
     """
     per_image = images.shape[1] * size * size
+    rows = torch.arange(len(images))
     if len(images) * per_image > max_values:
-        images = images[torch.linspace(0, len(images) - 1, max_values // per_image).long()]
-    return to_model_input(images, size).mean(dim=(0, 2, 3))
+        rows = torch.linspace(0, len(images) - 1, max_values // per_image).long()
+    total = torch.zeros(images.shape[1], dtype=torch.float64)
+    for i in range(0, len(rows), chunk):
+        part = rows[i : i + chunk]
+        pixels = images[part] if isinstance(images, StreamedImages) else read_rows(images, part)
+        total += to_model_input(pixels, size).sum(dim=(0, 2, 3), dtype=torch.float64)
+    return (total / (len(rows) * size * size)).float()
 
 
 def train_loop(model: Pretext, images: torch.Tensor, labels: torch.Tensor | None, cfg: TrainConfig, out_dir: Path,
@@ -281,11 +289,12 @@ def host_values(values: torch.Tensor) -> list[float]:
 class RowReader:
     """This process's rows of each global batch, read one step ahead in a background thread.
 
-    Rows of a memory-mapped dataset larger than memory (ImageNet's decoded cache) are read from the
-    disk; on CUDA they are also written to pinned memory, from which the copy onto the GPU does
-    not wait. The thread does only that: every random draw stays in the loop, in its order, so
-    a run and its resumes are what they were without it. A thread, not DataLoader workers: the
-    data is one uint8 tensor, `index_select` releases the GIL, and nothing crosses a process
+    Rows of a memory-mapped dataset larger than memory (ImageNet's decoded cache) are read from its
+    file (`read_rows`), so the process's memory follows the batch, not the dataset; on CUDA they
+    are written to pinned memory, from which the copy onto the GPU does not wait. The thread
+    does only that: every random draw stays in the loop, in its order, so a run and its resumes
+    are what they were without it. A thread, not DataLoader workers: the data is one uint8
+    tensor, pread and `index_select` release the GIL, and nothing crosses a process
     (`benchmarks/input_pipeline.py` measures both). Streamed images (`StreamedImages`: an image
     folder decoded per batch) are decoded by their DataLoader workers, which the thread waits on.
     Use as a context manager: leaving it (an exception, Ctrl-C) cancels what was asked ahead and
@@ -317,8 +326,8 @@ class RowReader:
         for name, data in self.data.items():
             if isinstance(data, StreamedImages):  # decoded now, in its worker processes
                 data.read(rows, out=out[name])
-            else:  # index_select copies whole rows (measured ~10x faster than indexing a memory map)
-                torch.index_select(data, 0, rows, out=out[name])
+            else:  # a memory-mapped dataset's rows read from its file, whose pages then do not stay resident
+                read_rows(data, rows, out=out[name])
         return out
 
     def __enter__(self) -> RowReader:

@@ -95,6 +95,18 @@ def test_detection_is_deterministic(encoder, data):
     assert detection(encoder, *data, cfg) == detection(encoder, *data, cfg)
 
 
+def test_frozen_heads_in_one_pass_train_each_rate_as_it_would_alone(encoder, data):
+    """One backbone pass a batch for every rate's head; each head's RoI sampling, flips and updates
+    are those of its rate alone, so the two-rate run is its better rate's run, to the last bit."""
+    cfg = replace(FAST, mode="frozen", lrs=(1e-3, 3e-2), max_epochs=3, patience=1)
+    together = detection(encoder, *data, cfg)
+    alone = {lr: detection(encoder, *data, replace(cfg, lrs=(lr,))) for lr in cfg.lrs}
+    best = max(cfg.lrs, key=lambda lr: alone[lr]["val_map"])
+    assert together["lr"] == best
+    assert {k: v for k, v in together.items() if k not in ("lr_margin", "lr_min", "lr_max")} == \
+        {k: v for k, v in alone[best].items() if k not in ("lr_min", "lr_max")}
+
+
 def test_detection_learns_coloured_squares(data):
     """Two colours, one square each: a fine-tuned detector finds most of them after a few epochs."""
     torch.manual_seed(0)

@@ -119,6 +119,21 @@ def test_segmentation_frozen_and_finetune():
         assert result["miou"] > result["miou_all_background"]
 
 
+def test_frozen_segmentation_trains_each_rates_head_as_it_would_alone():
+    """Every rate's head in one pass: each gives what it gives alone, and the best validation wins."""
+    torch.manual_seed(0)
+    encoder = create_encoder("small").eval()
+    images, _, maps = squares(60)
+    train, test = (images[:40], maps[:40]), (images[40:], maps[40:])
+    cfg = SegmentationConfig(mode="frozen", lrs=(1e-3, 3e-2, 1.0), max_epochs=6, patience=2, batch_size=10)
+    together = segmentation(encoder, train, test, cfg)
+    alone = {lr: segmentation(encoder, train, test, SegmentationConfig(**{**cfg.__dict__, "lrs": (lr,)})) for lr in cfg.lrs}
+    best = max(cfg.lrs, key=lambda lr: alone[lr]["val_miou"])
+    assert together["lr"] == best and together["val_miou"] == alone[best]["val_miou"]
+    assert together["miou"] == alone[best]["miou"] and together["epochs"] == alone[best]["epochs"]
+    assert len({alone[lr]["val_miou"] for lr in cfg.lrs}) == 3  # the rates differ: the choice is not a tie
+
+
 def test_segmentation_rejects_unknown_stage_and_mode():
     encoder = create_encoder("small").eval()
     images, _, maps = squares(8)

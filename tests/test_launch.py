@@ -152,7 +152,8 @@ def test_bench_with_two_local_workers_records_what_inline_records(fmnist_root, t
     run_suite(suite, tmp_path / "inline", fmnist_root, progress=False)
     assert json.loads((tmp_path / "inline" / "run.json").read_text()) == {"limit": None, "amp": False, "devices": ["cpu"]}
     run_suite(suite, tmp_path / "local", fmnist_root, progress=False, launcher="local", workers=2)
-    varies = ["pretrain_seconds", "eval_seconds", "wall_seconds"]
+    # timings, and the commit (it reads '+dirty' once the tree is edited between the two runs)
+    varies = ["pretrain_seconds", "eval_seconds", "wall_seconds", "commit"]
     inline, local = (pd.read_csv(tmp_path / d / "records.csv").drop(columns=varies) for d in ("inline", "local"))
     key = ["method", "seed", "protocol", "metric"]
     pd.testing.assert_frame_equal(inline.sort_values(key).reset_index(drop=True), local.sort_values(key).reset_index(drop=True))

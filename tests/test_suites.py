@@ -79,3 +79,13 @@ def test_paper_table1_with_limit(tmp_path):
     row = markdown_table(report, "## Table 1")["Context encoder, l2+adv"]
     psnr = records.query("loss == 'l2+adv' and metric == 'context_encoder/psnr'")["value"].item()
     assert row["paper PSNR (dB)"] == "18.58" and row["PSNR (dB)"] == f"{psnr:.2f} (n = 1)", row
+
+
+def test_a_control_naming_a_row_the_suite_lacks_is_refused_before_any_work(tmp_path, capsys):
+    suite = tmp_path / "ctl.yaml"
+    suite.write_text("suite: ctl\npretexts: [{name: random}, {name: autoencoder}]\nprotocols: [knn]\n"
+                     "report: {controls: {comparison: [supervised, random]}}\n")
+    assert main(["bench", str(suite), "--limit", "8", "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "report control ['supervised', 'random']" in err and "'supervised', which is not a row" in err
+    assert not (tmp_path / "out").exists()

@@ -3,8 +3,11 @@
 VOC and image folders hold JPEG/PNG files of any size; decoding them takes minutes and the
 decoded images (10k VOC images at 256 px: 2 GB) need not sit in memory. The first load decodes
 every file (in threads: PIL releases the GIL while decoding and resizing) into `.npy` files under
-the cache folder; later loads memory-map them, so the operating system pages in only the images
-a batch touches. The key holds each file's path, size and modification time (image folders: the
+the cache folder; later loads memory-map them, so a dataset's arrays are tensors costing no memory
+until read. Batches are read with `read_rows`, from the file rather than through the map: a page a
+memory map has touched stays in the process's resident memory (RSS) until unmapped, so one pass
+over a 50k-image split at 256 px would leave ~10 GB resident, and over ImageNet more than the
+machine has. The key holds each file's path, size and modification time (image folders: the
 digest of their listing, `ctxenc.data.manifest`), so an edited or replaced file is decoded again.
 
 The decoding streams: chunks of ~`CHUNK_BYTES`, at most two per thread in memory, written in
@@ -33,6 +36,7 @@ import os
 import shutil
 import sys
 import time
+import weakref
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Callable
@@ -65,7 +69,8 @@ def decoded_arrays(key: dict, count: int, fields: dict[str, tuple[tuple[int, ...
 
     key: JSON-able description of what is decoded (reader, folder, split, size, fingerprint).
     fields: {name: (per-item shape, numpy dtype name)}. The arrays are opened copy-on-write, so
-    torch can wrap them and nothing a caller writes reaches the cache.
+    torch can wrap them and nothing a caller writes reaches the cache. Read batches of them with
+    `read_rows`, which keeps the map's pages out of the process's memory.
     """
     name = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
     folder = cache_root() / "decoded" / name
@@ -103,11 +108,88 @@ def _open_entry(folder: Path, count: int, fields: dict) -> dict[str, np.ndarray]
             problems = [f"{f}.npy holds {a.dtype} {a.shape}, expected {fields[f][1]} {(count, *fields[f][0])}"
                         for f, a in arrays.items() if a.shape != (count, *fields[f][0]) or a.dtype != fields[f][1]]
             if not problems:
+                for f, array in arrays.items():
+                    _register(array, folder / f"{f}.npy")
                 return arrays
             del arrays
     warn(f"the decoded-image cache entry {folder} is damaged ({problems[0]}); decoding the images again.")
     shutil.rmtree(folder, ignore_errors=True)
     return None
+
+
+# The decoded arrays' memory maps, by address: start -> (end, file descriptor, file offset of start).
+# An entry lives as long as its array (`weakref.finalize`), so an address reused by a later
+# mapping is never taken for it.
+_MAPPED: dict[int, tuple[int, int, int]] = {}
+
+
+def _register(array: np.memmap, path: Path) -> None:
+    """Let `read_rows` read the rows of `array` (and of every tensor viewing it) from `path`."""
+    fd = os.open(path, os.O_RDONLY)  # the file the map shows, even if the entry is rebuilt later
+    start = array.ctypes.data
+    _MAPPED[start] = (start + array.nbytes, fd, array.offset)
+    weakref.finalize(array, _forget, start, fd)
+
+
+def _forget(start: int, fd: int) -> None:
+    _MAPPED.pop(start, None)
+    os.close(fd)
+
+
+def read_rows(data: torch.Tensor, rows: torch.Tensor | None = None, out: torch.Tensor | None = None) -> torch.Tensor:
+    """data (N, ...) -> data[rows] (b, ...) in memory: `out` if given (contiguous), else a new tensor.
+
+    rows: int64 (b,) in [0, N), or None for all of `data` (then `data` itself is returned when
+    it is not a decoded-cache array: nothing needs reading).
+
+    The rows of a decoded-cache array (or of a view of one whose rows are contiguous, such as a
+    slice) are read from its file with pread, one read per row (one per slice), never through
+    the memory map: the process's memory then follows the batch, not the rows read so far, and
+    the page cache, which the kernel reclaims freely, holds the file. Measured on 64 random rows
+    of 196 KB from a cached file: pread 2.0 ms, index_select through the map 1.8 ms (every page
+    left resident), index_select then madvise(MADV_DONTNEED) of the rows 2.5 ms. Other tensors
+    are read with index_select.
+    """
+    where = _file_of(data)
+    if where is None:
+        if rows is None:
+            return data
+        return torch.index_select(data, 0, rows, out=out) if out is not None else torch.index_select(data, 0, rows)
+    fd, first, stride, row_bytes = where
+    if out is None:
+        out = torch.empty((len(data) if rows is None else len(rows), *data.shape[1:]), dtype=data.dtype)
+    if not out.is_contiguous():
+        raise ValueError("read_rows reads into a contiguous tensor")
+    buffer = memoryview(out.numpy().reshape(-1).view(np.uint8))
+    if rows is None and stride == row_bytes:  # a contiguous run of rows: one read
+        _pread_all(fd, buffer, first)
+        return out
+    for i, row in enumerate(range(len(data)) if rows is None else rows.tolist()):
+        if not 0 <= row < len(data):
+            raise IndexError(f"row {row} is out of range for {len(data)} rows")
+        _pread_all(fd, buffer[i * row_bytes : (i + 1) * row_bytes], first + row * stride)
+    return out
+
+
+def _file_of(data: torch.Tensor) -> tuple[int, int, int, int] | None:
+    """(file descriptor, file offset of data[0], bytes from row to row, bytes per row) when `data`
+    lies in a decoded-cache array's map and each of its rows is contiguous; else None."""
+    if not _MAPPED or not isinstance(data, torch.Tensor) or data.device.type != "cpu" or data.dim() == 0 \
+            or len(data) == 0 or not data[0].is_contiguous():
+        return None
+    address, row_bytes, stride = data.data_ptr(), data[0].nbytes, data.stride(0) * data.element_size()
+    for start, (end, fd, offset) in list(_MAPPED.items()):  # a copy: a finalizer may run meanwhile
+        if start <= address and address + (len(data) - 1) * stride + row_bytes <= end:
+            return fd, offset + address - start, stride, row_bytes
+    return None
+
+
+def _pread_all(fd: int, buffer: memoryview, offset: int) -> None:
+    while buffer:
+        got = os.preadv(fd, [buffer], offset)
+        if got == 0:
+            raise OSError(errno.EIO, "a decoded-image cache file ended before its rows")
+        buffer, offset = buffer[got:], offset + got
 
 
 def _decode_into(folder: Path, key: dict, count: int, fields: dict, decode: Callable, desc: str) -> None:

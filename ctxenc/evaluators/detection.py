@@ -46,13 +46,15 @@ from torch import nn
 from torchvision.models.detection import FasterRCNN
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+from torchvision.models.detection.image_list import ImageList
 from torchvision.ops import roi_pool
 
 from ctxenc.encoders import Encoder
 from ctxenc.errors import UserError
 from ctxenc.evaluators.metrics import coco_map, detection_average_precision, mean_detection_ap
 from ctxenc.evaluators.features import device_of, recalibrated
-from ctxenc.evaluators.selection import carve_validation, check_schedule, train_and_select
+from ctxenc.evaluators.selection import (DEFAULT_SELECTION, carve_validation, check_schedule, train_and_select,
+                                         train_heads_and_select)
 from ctxenc.io import atomic_write
 
 MODES = ("finetune", "frozen")
@@ -68,7 +70,8 @@ class DetectionConfig:
     fractions of the input side, each at aspect_ratios (height / width); roi_size: RoI pooling output
     cells; representation_size: width of the two fully connected layers; rois_per_image: regions
     sampled per image in training; proposals: regions kept per image at test; flip: random
-    horizontal flips in training; predictions_out: a .pt file for the test predictions of the
+    horizontal flips in training; selection: how finetune runs the grid, `grid` or `halving` (frozen
+    trains one head per rate in one pass, whatever it says); predictions_out: a .pt file for the test predictions of the
     first 8 images (a figure), or None."""
 
     target: ClassVar[str] = "boxes"
@@ -90,13 +93,14 @@ class DetectionConfig:
     rois_per_image: int = 64
     proposals: int = 300
     flip: bool = True
+    selection: str = DEFAULT_SELECTION
     seed: int = 0
     predictions_out: str | None = None
 
     def __post_init__(self):
         if self.mode not in MODES:
             raise UserError(f"detection mode must be one of {', '.join(MODES)}, got {self.mode!r}.")
-        check_schedule(self.lrs, self.max_epochs, self.patience, "detection")
+        check_schedule(self.lrs, self.max_epochs, self.patience, "detection", self.selection)
         if self.decays < 0:
             raise UserError(f"detection decays must be >= 0 (drops of the learning rate), got {self.decays}.")
         if not 0 < self.val_fraction < 1 or self.batch_size < 1:
@@ -206,16 +210,40 @@ def check_boxes(images: torch.Tensor, boxes: torch.Tensor, split: str) -> None:
         raise UserError(f"some {split} boxes are not within their {size} x {size} images or end before they start.")
 
 
+def detector_outputs(model: FasterRCNN, batch: ImageList, features: dict[str, torch.Tensor],
+                     targets: list[dict] | None = None) -> tuple[list[dict[str, torch.Tensor]], dict[str, torch.Tensor]]:
+    """torchvision's Faster R-CNN forward after its backbone, on `features` of `batch` (already through
+    `model.transform`): (detections, losses), losses in training mode only. Frozen heads share one
+    backbone pass."""
+    proposals, rpn_losses = model.rpn(batch, features, targets)
+    detections, roi_losses = model.roi_heads(features, proposals, batch.image_sizes, targets)
+    return detections, {**rpn_losses, **roi_losses}
+
+
 @torch.no_grad()
+def predict_each(models: list[FasterRCNN], backbone: nn.Module, images: torch.Tensor,
+                 batch_size: int = 64) -> list[list[dict[str, torch.Tensor]]]:
+    """images (N, C, S, S) -> for each model, per image {"boxes": (D, 4) continuous, "scores": (D,), "labels": (D,)
+    in [0, K)} on the CPU; `backbone` (the models' own, or one frozen backbone they share) runs once a batch."""
+    for model in models:
+        model.eval()
+    device = next(models[0].parameters()).device
+    out = [[] for _ in models]
+    for i in range(0, len(images), batch_size):
+        batch = list(images[i : i + batch_size].to(device))
+        sizes = [tuple(x.shape[-2:]) for x in batch]
+        transformed, _ = models[0].transform(batch)  # no parameters: the same for every model
+        features = backbone(transformed.tensors)
+        for model, predictions in zip(models, out):
+            detections, _ = detector_outputs(model, transformed, features)
+            for p in model.transform.postprocess(detections, transformed.image_sizes, sizes):
+                predictions.append({"boxes": p["boxes"].cpu(), "scores": p["scores"].cpu(), "labels": p["labels"].cpu() - 1})
+    return out
+
+
 def predict(model: FasterRCNN, images: torch.Tensor, batch_size: int = 64) -> list[dict[str, torch.Tensor]]:
     """images (N, C, S, S) -> per image {"boxes": (D, 4) continuous, "scores": (D,), "labels": (D,) in [0, K)}, on the CPU."""
-    model.eval()
-    device = next(model.parameters()).device
-    out = []
-    for i in range(0, len(images), batch_size):
-        for p in model(list(images[i : i + batch_size].to(device))):
-            out.append({"boxes": p["boxes"].cpu(), "scores": p["scores"].cpu(), "labels": p["labels"].cpu() - 1})
-    return out
+    return predict_each([model], model.backbone, images, batch_size)[0]
 
 
 def training_batch(images: torch.Tensor, truth: list[dict], idx: torch.Tensor, flip: bool, gen: torch.Generator,
@@ -257,26 +285,44 @@ def detection(encoder: Encoder, train: tuple[torch.Tensor, torch.Tensor], test: 
     size = images.shape[-1]
     device = device_of(encoder)  # the detector, its batches, flips and targets go where the encoder is (--device)
 
-    if cfg.mode == "frozen":  # frozen features on honest BatchNorm statistics, as every frozen protocol
-        encoder = recalibrated(encoder, images)
-
-    def loss_fn(model, idx, gen):
-        return sum(model(*training_batch(images, truth, idx, cfg.flip, gen, device)).values())
-
-    def score_fn(model, idx):
+    def val_map(predictions, idx):
         """Validation mAP (0 when no validation image has a box that is not difficult)."""
         val_truth = [truth[i] for i in idx.tolist()]
         if not any((~t["difficult"]).any() for t in val_truth):
             return 0.0
-        return mean_detection_ap(predict(model, images[idx]), val_truth, num_classes)
+        return mean_detection_ap(predictions, val_truth, num_classes)
 
     fit, val = carve_validation(len(images), 1.0, cfg.val_fraction, cfg.seed)
-    best = train_and_select(
-        build=lambda: build_detector(encoder, num_classes, size, cfg).to(device), loss_fn=loss_fn, score_fn=score_fn,
-        fit=fit, val=val, lrs=cfg.lrs, max_epochs=cfg.max_epochs, patience=cfg.patience, batch_size=cfg.batch_size,
-        optimizer=functools.partial(torch.optim.SGD, momentum=cfg.momentum, weight_decay=cfg.weight_decay),
-        seed=cfg.seed, decays=cfg.decays, warmup=True,
-    )
+    schedule = dict(fit=fit, val=val, lrs=cfg.lrs, max_epochs=cfg.max_epochs, patience=cfg.patience,
+                    batch_size=cfg.batch_size, seed=cfg.seed, decays=cfg.decays, warmup=True,
+                    optimizer=functools.partial(torch.optim.SGD, momentum=cfg.momentum, weight_decay=cfg.weight_decay))
+    if cfg.mode == "frozen":
+        # Frozen features on honest BatchNorm statistics, as every frozen protocol; one detector head per
+        # learning rate, all trained in one pass, the frozen backbone run once a batch for all of them.
+        encoder = recalibrated(encoder, images)
+        shared = build_detector(encoder, num_classes, size, cfg).to(device).eval()
+
+        def batch_fn(idx, gen):
+            batch, targets = training_batch(images, truth, idx, cfg.flip, gen, device)
+            return batch, targets, shared.backbone(shared.transform(batch)[0].tensors)
+
+        def head_loss(head, batch):
+            # Each head transforms the batch again (cheap): in training mode the transform draws from
+            # torch's random state, the head's own, as the head's sequential run would.
+            transformed, targets = head.transform(batch[0], batch[1])
+            return sum(detector_outputs(head, transformed, batch[2], targets)[1].values())
+
+        best = train_heads_and_select(
+            build=lambda: build_detector(encoder, num_classes, size, cfg).to(device), batch_fn=batch_fn, loss_fn=head_loss,
+            score_fn=lambda heads, idx: [val_map(p, idx) for p in predict_each(heads, shared.backbone, images[idx])],
+            **schedule)
+    else:
+        def loss_fn(model, idx, gen):
+            return sum(model(*training_batch(images, truth, idx, cfg.flip, gen, device)).values())
+
+        best = train_and_select(
+            build=lambda: build_detector(encoder, num_classes, size, cfg).to(device), loss_fn=loss_fn,
+            score_fn=lambda model, idx: val_map(predict(model, images[idx]), idx), selection=cfg.selection, **schedule)
     predictions = predict(best.model, test_images)
     if cfg.predictions_out:
         shown = predictions[:PREDICTION_FIGURE_IMAGES]

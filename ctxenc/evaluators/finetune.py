@@ -4,7 +4,10 @@ As the paper's VOC07 classification: every layer is trained, starting from the p
 weights (or the random initialisation for `random`). Single-label data gives accuracy,
 multi-label data (multi-hot labels) mean average precision. The learning rate (a log-spaced
 grid) and the epoch (early stopping with patience) are chosen on a validation split carved from
-the labelled training examples; the chosen values and the grid's bounds are returned.
+the labelled training examples; the chosen values and the grid's bounds are returned. The grid
+runs as `selection` says: `grid` (every rate to its own stop) or `halving` (successive halving:
+the worse half of the rates cut after a first rung of validations, and so on; see
+`selection.py`).
 
 Trivial references beside the score: `map_class_prior` (constant scores, the training class
 prior: each class's AP is then its positive rate on test) or `accuracy_majority` (always the
@@ -26,7 +29,7 @@ from ctxenc.encoders import Encoder
 from ctxenc.errors import UserError
 from ctxenc.evaluators.features import batched, device_of
 from ctxenc.evaluators.metrics import INTERPOLATIONS, mean_average_precision
-from ctxenc.evaluators.selection import DEFAULT_LRS, carve_validation, check_schedule, train_and_select
+from ctxenc.evaluators.selection import DEFAULT_LRS, DEFAULT_SELECTION, carve_validation, check_schedule, train_and_select
 
 
 @dataclass(frozen=True)
@@ -36,7 +39,8 @@ class FinetuneConfig:
     trains until the validation score has not improved for `patience` epochs, at most `max_epochs`
     (the best epoch is kept), and at least `min_steps` steps; val_every_steps: validate every
     epoch, or every few epochs where an epoch is shorter than this many steps; grid: the last stage's map is
-    average-pooled to grid x grid before the head; flip: random horizontal flips."""
+    average-pooled to grid x grid before the head; flip: random horizontal flips; selection: how the
+    learning-rate grid runs, `grid` or `halving`."""
 
     target: ClassVar[str] = "labels"
 
@@ -52,12 +56,13 @@ class FinetuneConfig:
     grid: int = 2
     flip: bool = True
     ap: str = "area"  # multi-label AP: "area" (scikit-learn's, non-interpolated) or "11point" (the VOC2007 devkit's)
+    selection: str = DEFAULT_SELECTION
     seed: int = 0
 
     def __post_init__(self):
         if not self.label_fractions or not all(0 < f <= 1 for f in self.label_fractions):
             raise UserError(f"label fractions must lie in (0, 1], got {self.label_fractions}.")
-        check_schedule(self.lrs, self.max_epochs, self.patience, "finetune")
+        check_schedule(self.lrs, self.max_epochs, self.patience, "finetune", self.selection)
         if self.val_every_steps < 1:
             raise UserError(f"finetune's val_every_steps must be at least 1, got {self.val_every_steps}.")
         if not 0 < self.val_fraction < 1:
@@ -123,7 +128,7 @@ def finetune(encoder: Encoder, train: tuple[torch.Tensor, torch.Tensor], test: t
             fit=fit, val=val, lrs=cfg.lrs, max_epochs=cfg.max_epochs, patience=cfg.patience,
             batch_size=cfg.batch_size, optimizer=functools.partial(torch.optim.Adam, weight_decay=cfg.weight_decay),
             seed=cfg.seed, min_steps=cfg.min_steps,
-            val_every_steps=cfg.val_every_steps,
+            val_every_steps=cfg.val_every_steps, selection=cfg.selection,
         )
         p = percent(fraction)
         results.update({f"{metric}@{p}": score(chosen.model.eval(), *test), f"val_{metric}@{p}": chosen.val_score,

@@ -12,7 +12,9 @@ the test split.
 `frozen` first recalibrates the encoder's BatchNorm running statistics on unmasked training
 images (`features.recalibrated`): without it a random initialisation keeps statistics 0/1 and
 its frozen features give an all-background prediction. The features are then computed once and
-reused across the learning-rate grid and the epochs. The trivial reference of predicting
+one head per learning rate trains on them, all in one pass (`selection.train_heads_and_select`:
+the grid's choice at about one rate's cost). `finetune` runs its grid as `selection` says: `grid`
+(every rate to its own stop) or `halving` (successive halving, the worse rates cut early). The trivial reference of predicting
 background everywhere is returned beside the scores (`miou_all_background`,
 `pixel_accuracy_all_background`): a method that does not beat it has learnt nothing usable.
 """
@@ -32,7 +34,8 @@ from ctxenc.encoders import Encoder
 from ctxenc.errors import UserError
 from ctxenc.evaluators.features import batched, device_of, recalibrated
 from ctxenc.evaluators.metrics import confusion_matrix, segmentation_scores
-from ctxenc.evaluators.selection import DEFAULT_LRS, carve_validation, check_schedule, train_and_select
+from ctxenc.evaluators.selection import (DEFAULT_LRS, DEFAULT_SELECTION, carve_validation, check_schedule, train_and_select,
+                                         train_heads_and_select)
 
 MODES = ("finetune", "frozen")
 
@@ -42,7 +45,9 @@ class SegmentationConfig:
     """mode: finetune (train the encoder too) or frozen; stages: encoder stages the classifiers sit
     on (None: all); lrs: the learning-rate grid (Adam); each learning rate trains until the
     validation mIoU has not improved for `patience` epochs, at most `max_epochs` (the best epoch
-    kept); flip: random horizontal flips (finetune only: frozen features are computed once)."""
+    kept); flip: random horizontal flips (finetune only: frozen features are computed once);
+    selection: how finetune runs the grid, `grid` or `halving` (frozen trains every rate's head in
+    one pass, whatever it says)."""
 
     target: ClassVar[str] = "class_maps"
 
@@ -56,12 +61,13 @@ class SegmentationConfig:
     val_fraction: float = 0.1
     ignore_index: int = 255
     flip: bool = True
+    selection: str = DEFAULT_SELECTION
     seed: int = 0
 
     def __post_init__(self):
         if self.mode not in MODES:
             raise UserError(f"segmentation mode must be one of {', '.join(MODES)}, got {self.mode!r}.")
-        check_schedule(self.lrs, self.max_epochs, self.patience, "segmentation")
+        check_schedule(self.lrs, self.max_epochs, self.patience, "segmentation", self.selection)
         if not 0 < self.val_fraction < 1:
             raise UserError(f"segmentation needs a validation fraction in (0, 1), got {self.val_fraction}.")
 
@@ -125,54 +131,55 @@ def segmentation(encoder: Encoder, train: tuple[torch.Tensor, torch.Tensor], tes
     frozen = cfg.mode == "frozen"
     device = device_of(encoder)  # the model, its batches, flips, targets and confusion matrices go where the encoder is
 
+    @torch.no_grad()
+    def confusion(model, forward, targets, idx):
+        """(K, K) on the CPU, counted on the device chunk by chunk: only the counts leave it, not the maps.
+        forward(model, indices) -> class scores (B, K, S, S)."""
+        total = torch.zeros(num_classes, num_classes, dtype=torch.long, device=device)
+        for chunk in idx.split(500):
+            total += confusion_matrix(forward(model, chunk).argmax(1), targets[chunk].to(device), num_classes, cfg.ignore_index)
+        return total.cpu()
+
+    def miou(model, forward, idx):
+        return segmentation_scores(confusion(model, forward, maps, idx))["miou"]
+
+    fit, val = carve_validation(len(images), 1.0, cfg.val_fraction, cfg.seed)
+    schedule = dict(fit=fit, val=val, lrs=cfg.lrs, max_epochs=cfg.max_epochs, patience=cfg.patience,
+                    batch_size=cfg.batch_size, optimizer=functools.partial(torch.optim.Adam, weight_decay=cfg.weight_decay),
+                    seed=cfg.seed)
     if frozen:
+        # One head per learning rate, all trained in one pass on the same features (computed once).
         encoder = recalibrated(encoder, images)
         train_inputs, test_inputs = stage_maps(encoder, images, stages), stage_maps(encoder, test[0], stages)
 
-        def build():
-            return FCNHead(channels, num_classes, size).to(device)
+        def forward_on(features):
+            return lambda head, idx: head({s: features[s][idx].to(device) for s in stages})
 
-        def forward(model, inputs, idx):
-            return model({s: inputs[s][idx].to(device) for s in stages})
+        def batch_fn(idx, gen):
+            return {s: train_inputs[s][idx].to(device) for s in stages}, maps[idx].to(device).long()
+
+        chosen = train_heads_and_select(
+            build=lambda: FCNHead(channels, num_classes, size).to(device), batch_fn=batch_fn,
+            loss_fn=lambda head, batch: F.cross_entropy(head(batch[0]), batch[1], ignore_index=cfg.ignore_index),
+            score_fn=lambda heads, idx: [miou(head, forward_on(train_inputs), idx) for head in heads], **schedule)
     else:
         train_inputs, test_inputs = images, test[0]
 
-        def build():
-            return FCN(copy.deepcopy(encoder), FCNHead(channels, num_classes, size)).to(device)
+        def forward_on(inputs):
+            return lambda model, idx: model(inputs[idx].to(device))
 
-        def forward(model, inputs, idx):
-            return model(inputs[idx].to(device))
+        def loss_fn(model, idx, gen):
+            x, target = images[idx].to(device), maps[idx].to(device).long()
+            if cfg.flip:  # drawn on the CPU from the run's seeded generator, applied on the device
+                flip = (torch.rand(len(idx), generator=gen) < 0.5).to(device)
+                x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
+                target = torch.where(flip.view(-1, 1, 1), target.flip(-1), target)
+            return F.cross_entropy(model(x), target, ignore_index=cfg.ignore_index)
 
-    def loss_fn(model, idx, gen):
-        target = maps[idx].to(device).long()
-        if cfg.flip and not frozen:  # drawn on the CPU from the run's seeded generator, applied on the device
-            flip = (torch.rand(len(idx), generator=gen) < 0.5).to(device)
-            x = images[idx].to(device)
-            x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
-            target = torch.where(flip.view(-1, 1, 1), target.flip(-1), target)
-            scores = model(x)
-        else:
-            scores = forward(model, train_inputs, idx)
-        return F.cross_entropy(scores, target, ignore_index=cfg.ignore_index)
-
-    @torch.no_grad()
-    def confusion(model, inputs, targets, idx):
-        """(K, K) on the CPU, counted on the device chunk by chunk: only the counts leave it, not the maps."""
-        total = torch.zeros(num_classes, num_classes, dtype=torch.long, device=device)
-        for chunk in idx.split(500):
-            predicted = forward(model, inputs, chunk).argmax(1)
-            total += confusion_matrix(predicted, targets[chunk].to(device), num_classes, cfg.ignore_index)
-        return total.cpu()
-
-    fit, val = carve_validation(len(images), 1.0, cfg.val_fraction, cfg.seed)
-    chosen = train_and_select(
-        build=build, loss_fn=loss_fn,
-        score_fn=lambda model, idx: segmentation_scores(confusion(model, train_inputs, maps, idx))["miou"],
-        fit=fit, val=val, lrs=cfg.lrs, max_epochs=cfg.max_epochs, patience=cfg.patience,
-        batch_size=cfg.batch_size, optimizer=functools.partial(torch.optim.Adam, weight_decay=cfg.weight_decay),
-        seed=cfg.seed,
-    )
-    scores = segmentation_scores(confusion(chosen.model.eval(), test_inputs, test_maps, torch.arange(len(test_maps))))
+        chosen = train_and_select(
+            build=lambda: FCN(copy.deepcopy(encoder), FCNHead(channels, num_classes, size)).to(device), loss_fn=loss_fn,
+            score_fn=lambda model, idx: miou(model, forward_on(train_inputs), idx), selection=cfg.selection, **schedule)
+    scores = segmentation_scores(confusion(chosen.model.eval(), forward_on(test_inputs), test_maps, torch.arange(len(test_maps))))
     background = segmentation_scores(confusion_matrix(torch.zeros_like(test_maps), test_maps, num_classes, cfg.ignore_index))
     return {**scores, "val_miou": chosen.val_score, **chosen.metrics(cfg.lrs),
             "miou_all_background": background["miou"], "pixel_accuracy_all_background": background["pixel_accuracy"]}
