@@ -2,7 +2,7 @@
 moves, and what each costs: cells of small FashionScenes runs evaluated both ways.
 
     OMP_NUM_THREADS=1 python benchmarks/selection_agreement.py [--seeds 0 1] [--pretexts random supervised]
-        [--steps 300] [--train-scenes 600] [--test-scenes 300] [--protocols finetune segmentation_finetune segmentation_frozen]
+        [--steps 300] [--train-scenes 500] [--test-scenes 300] [--protocols finetune segmentation_finetune segmentation_frozen]
 
 Each (pretext, seed) pretrains the small encoder for `--steps` steps on a pool of FashionScenes
 (random init: none), then evaluates each protocol twice at equal settings (the grids of
@@ -75,7 +75,7 @@ def main() -> None:
     parser.add_argument("--pretexts", nargs="+", default=["random", "supervised"])
     parser.add_argument("--steps", type=int, default=300, help="pretraining steps of 64")
     parser.add_argument("--pool-scenes", type=int, default=5000)
-    parser.add_argument("--train-scenes", type=int, default=600)
+    parser.add_argument("--train-scenes", type=int, default=500)
     parser.add_argument("--test-scenes", type=int, default=300)
     parser.add_argument("--protocols", nargs="+", default=list(PROTOCOLS), choices=list(PROTOCOLS))
     parser.add_argument("--out", help="folder for the checkpoints (default: a temporary one)")
