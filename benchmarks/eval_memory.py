@@ -81,8 +81,8 @@ def main() -> None:
     if len(rows) > 1:
         (n0, rss0), (n1, rss1) = rows[-2], rows[-1]
         per_image = (rss1 - rss0) / (n1 - n0)
-        print(f"\n{per_image * 1e6:.1f} KB per image per split; extrapolated to 50,000 images per split: "
-              f"{rss1 + per_image * (50_000 - n1):.2f} GB")
+        print(f"\n{per_image * 1e6:.1f} KB more per image in each split; a straight line through the last two "
+              f"counts reaches {rss1 + per_image * (50_000 - n1):.2f} GB at 50,000 images per split (extrapolated)")
 
 
 if __name__ == "__main__":

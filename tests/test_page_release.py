@@ -1,6 +1,7 @@
 """Batches of the decoded-image cache are read from its file (`read_rows`): the same bytes as
 indexing the memory map, without leaving the map's pages in the process's resident memory."""
 
+import os
 import re
 
 import numpy as np
@@ -76,3 +77,20 @@ def test_model_inputs_index_like_tensors(mapped):
     for index in (mask, torch.tensor([-1, 0, 5])):
         assert torch.equal(inputs[index].pixels, mapped.clone()[index])
     assert torch.equal(inputs[10:20].to("cpu"), inputs[torch.arange(10, 20)].to("cpu"))
+
+
+def test_a_dropped_array_is_forgotten_and_its_file_closed():
+    from ctxenc.data import cache
+
+    before = dict(cache._MAPPED)
+    arrays = decoded_arrays({"test": "forgotten"}, 4, {"images": (SHAPE, "uint8")}, lambda i: {"images": pixels(i)}, "decode")
+    view = torch.from_numpy(arrays["images"])[1:3]
+    (start,) = set(cache._MAPPED) - set(before)
+    fd = cache._MAPPED[start][1]
+    del arrays
+    assert start in cache._MAPPED  # the view keeps its array, and the array its entry
+    assert torch.equal(read_rows(view), torch.from_numpy(np.stack([pixels(1), pixels(2)])))
+    del view
+    assert start not in cache._MAPPED
+    with pytest.raises(OSError):
+        os.fstat(fd)
