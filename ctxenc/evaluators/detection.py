@@ -39,16 +39,12 @@ from __future__ import annotations
 import copy
 import functools
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import torch
 from torch import nn
-from torchvision.models.detection import FasterRCNN
-from torchvision.models.detection.anchor_utils import AnchorGenerator
-from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
-from torchvision.models.detection.image_list import ImageList
-from torchvision.ops import roi_pool
 
+from ctxenc.data.cache import read_rows
 from ctxenc.encoders import Encoder
 from ctxenc.errors import UserError
 from ctxenc.evaluators.metrics import coco_map, detection_average_precision, mean_detection_ap
@@ -56,6 +52,10 @@ from ctxenc.evaluators.features import device_of, recalibrated
 from ctxenc.evaluators.selection import (DEFAULT_SELECTION, carve_validation, check_schedule, train_and_select,
                                          train_heads_and_select)
 from ctxenc.io import atomic_write
+
+if TYPE_CHECKING:  # torchvision is imported where it is used: importing it costs ~1.5 s and ~160 MB of RSS
+    from torchvision.models.detection import FasterRCNN
+    from torchvision.models.detection.image_list import ImageList
 
 MODES = ("finetune", "frozen")
 PREDICTION_FIGURE_IMAGES = 8
@@ -150,6 +150,8 @@ class RoIPooling(nn.Module):
 
     def forward(self, features: dict[str, torch.Tensor], proposals: list[torch.Tensor],
                 image_shapes: list[tuple[int, int]]) -> torch.Tensor:
+        from torchvision.ops import roi_pool
+
         fmap = features[self.stage]
         return roi_pool(fmap, proposals, self.size, fmap.shape[-1] / image_shapes[0][1])
 
@@ -164,6 +166,10 @@ def default_stage(encoder: Encoder, roi_size: int) -> str:
 
 def build_detector(encoder: Encoder, num_classes: int, size: int, cfg: DetectionConfig) -> FasterRCNN:
     """Faster R-CNN on a deep copy of `encoder`: K classes (+ background), images of size x size in [-1, 1]."""
+    from torchvision.models.detection import FasterRCNN
+    from torchvision.models.detection.anchor_utils import AnchorGenerator
+    from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+
     stage = cfg.stage or default_stage(encoder, cfg.roi_size)
     backbone = StageBackbone(copy.deepcopy(encoder), stage, cfg.mode == "frozen")
     anchors = AnchorGenerator(sizes=(tuple(max(1, round(f * size)) for f in cfg.anchor_fractions),),
@@ -272,8 +278,9 @@ def detection(encoder: Encoder, train: tuple[torch.Tensor, torch.Tensor], test: 
     -> {map, map_auc, map_coco, ap/<k>, val_map, lr, lr_min, lr_max, lr_margin (with several rates), lr_drops,
     epochs, max_epochs}.
     """
-    images, boxes = train
-    test_images, test_boxes = test
+    # The boxes are small and all needed (as ground truth): read into memory once, not through a
+    # decoded-cache array's memory map, whose pages would stay resident.
+    (images, boxes), (test_images, test_boxes) = ((x, read_rows(b)) for x, b in (train, test))
     check_boxes(images, boxes, "train")
     check_boxes(test_images, test_boxes, "test")
     if cfg.stage is not None and cfg.stage not in encoder.stage_names:

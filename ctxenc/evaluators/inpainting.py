@@ -33,9 +33,6 @@ from typing import Callable, ClassVar, Iterator
 
 import numpy as np
 import torch
-from skimage.feature import hog
-from skimage.metrics import structural_similarity
-from skimage.restoration import inpaint_biharmonic
 
 from ctxenc.errors import UserError
 from ctxenc.evaluators.features import Images, batched
@@ -90,6 +87,8 @@ def inpainting_metrics(completed: torch.Tensor, original: torch.Tensor, mask: to
 
 def hole_ssim(y: torch.Tensor, x: torch.Tensor, mask: torch.Tensor) -> float:
     """Mean SSIM over images of the hole's bounding box; y, x (N, C, S, S) in [0, 1]."""
+    from skimage.metrics import structural_similarity  # skimage is imported where used (~0.5 s)
+
     rows, cols = torch.nonzero(mask[0, 0], as_tuple=True)
     box = (..., slice(rows.min().item(), rows.max().item() + 1), slice(cols.min().item(), cols.max().item() + 1))
     side = min(box[1].stop - box[1].start, box[2].stop - box[2].start)
@@ -151,6 +150,8 @@ def mean_fill(train: Images, images: torch.Tensor, mask: torch.Tensor) -> torch.
 
 def biharmonic(images: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """`skimage.restoration.inpaint_biharmonic` on each image (solved in [0, 1])."""
+    from skimage.restoration import inpaint_biharmonic
+
     hole = mask[0, 0].numpy()
     out = []
     for x in to_unit(images).numpy():
@@ -164,6 +165,8 @@ def biharmonic(images: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 def hog_features(images: Images, mask: torch.Tensor, cell: int = 4, orientations: int = 9, batch_size: int = 500) -> torch.Tensor:
     """HOG of the context: (N, C, S, S) in [-1, 1] -> (N, D); the hole is set to 0 first."""
+    from skimage.feature import hog
+
     channel_axis = None if images.shape[1] == 1 else -1
     rows = []
     for i in range(0, len(images), batch_size):  # only a batch of images is held as float

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from torchvision.ops import box_iou
 
 from ctxenc.errors import UserError
 
@@ -92,6 +91,8 @@ def _match(det_boxes: torch.Tensor, gt_boxes: torch.Tensor, gt_difficult: torch.
     the ground truth of highest IoU >= threshold among those not yet taken, preferring ones
     that are not ignored.
     """
+    from torchvision.ops import box_iou  # here: torchvision.ops costs ~160 MB and 1.5 s to import
+
     outcome = torch.zeros(len(det_boxes), dtype=torch.int8)
     if len(gt_boxes) == 0 or len(det_boxes) == 0:
         return outcome

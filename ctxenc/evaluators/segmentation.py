@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ctxenc.data.cache import read_rows
 from ctxenc.encoders import Encoder
 from ctxenc.errors import UserError
 from ctxenc.evaluators.features import batched, device_of, recalibrated
@@ -108,6 +109,18 @@ def stage_maps(encoder: Encoder, images: torch.Tensor, stages: list[str], batch_
     return {s: maps[s] for s in stages}
 
 
+def map_chunks(maps: torch.Tensor, rows: int = 500):
+    """maps (N, S, S) -> its rows in chunks (b, S, S), read with `read_rows`: a decoded-cache array's
+    pages are not left resident, as they would be by scanning the memory map."""
+    for chunk in torch.arange(len(maps)).split(rows):
+        yield read_rows(maps, chunk)
+
+
+def largest_label(maps: torch.Tensor, ignore_index: int) -> int:
+    """The largest class in maps (N, S, S) other than `ignore_index`; -1 when every pixel is ignored."""
+    return max((int(m[m != ignore_index].max()) for m in map_chunks(maps) if (m != ignore_index).any()), default=-1)
+
+
 def segmentation(encoder: Encoder, train: tuple[torch.Tensor, torch.Tensor], test: tuple[torch.Tensor, torch.Tensor],
                  cfg: SegmentationConfig = SegmentationConfig()) -> dict[str, float]:
     """train, test: (images (N, C, S, S) in [-1, 1] or `ModelInputs`, class maps (N, S, S) with `ignore_index`).
@@ -124,8 +137,9 @@ def segmentation(encoder: Encoder, train: tuple[torch.Tensor, torch.Tensor], tes
     if unknown:
         raise UserError(f"encoder has no stage {unknown[0]!r}; its stages are {', '.join(encoder.stage_names)}.")
     stages = [s for s in encoder.stage_names if s in stages]  # in the encoder's order
-    labelled = torch.cat([maps[maps != cfg.ignore_index], test_maps[test_maps != cfg.ignore_index]])
-    num_classes = int(labelled.max()) + 1
+    num_classes = max(largest_label(m, cfg.ignore_index) for m in (maps, test_maps)) + 1
+    if num_classes == 0:
+        raise UserError(f"segmentation needs labelled pixels, and every pixel of its class maps is {cfg.ignore_index} (ignored).")
     size = images.shape[-1]
     channels = {s: encoder.feature_shapes()[s][0] for s in stages}
     frozen = cfg.mode == "frozen"
@@ -137,7 +151,8 @@ def segmentation(encoder: Encoder, train: tuple[torch.Tensor, torch.Tensor], tes
         forward(model, indices) -> class scores (B, K, S, S)."""
         total = torch.zeros(num_classes, num_classes, dtype=torch.long, device=device)
         for chunk in idx.split(500):
-            total += confusion_matrix(forward(model, chunk).argmax(1), targets[chunk].to(device), num_classes, cfg.ignore_index)
+            total += confusion_matrix(forward(model, chunk).argmax(1), read_rows(targets, chunk).to(device), num_classes,
+                                      cfg.ignore_index)
         return total.cpu()
 
     def miou(model, forward, idx):
@@ -156,7 +171,7 @@ def segmentation(encoder: Encoder, train: tuple[torch.Tensor, torch.Tensor], tes
             return lambda head, idx: head({s: features[s][idx].to(device) for s in stages})
 
         def batch_fn(idx, gen):
-            return {s: train_inputs[s][idx].to(device) for s in stages}, maps[idx].to(device).long()
+            return {s: train_inputs[s][idx].to(device) for s in stages}, read_rows(maps, idx).to(device).long()
 
         chosen = train_heads_and_select(
             build=lambda: FCNHead(channels, num_classes, size).to(device), batch_fn=batch_fn,
@@ -169,7 +184,7 @@ def segmentation(encoder: Encoder, train: tuple[torch.Tensor, torch.Tensor], tes
             return lambda model, idx: model(inputs[idx].to(device))
 
         def loss_fn(model, idx, gen):
-            x, target = images[idx].to(device), maps[idx].to(device).long()
+            x, target = images[idx].to(device), read_rows(maps, idx).to(device).long()
             if cfg.flip:  # drawn on the CPU from the run's seeded generator, applied on the device
                 flip = (torch.rand(len(idx), generator=gen) < 0.5).to(device)
                 x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
@@ -180,6 +195,7 @@ def segmentation(encoder: Encoder, train: tuple[torch.Tensor, torch.Tensor], tes
             build=lambda: FCN(copy.deepcopy(encoder), FCNHead(channels, num_classes, size)).to(device), loss_fn=loss_fn,
             score_fn=lambda model, idx: miou(model, forward_on(train_inputs), idx), selection=cfg.selection, **schedule)
     scores = segmentation_scores(confusion(chosen.model.eval(), forward_on(test_inputs), test_maps, torch.arange(len(test_maps))))
-    background = segmentation_scores(confusion_matrix(torch.zeros_like(test_maps), test_maps, num_classes, cfg.ignore_index))
+    background = segmentation_scores(sum(confusion_matrix(torch.zeros_like(t), t, num_classes, cfg.ignore_index)
+                                         for t in map_chunks(test_maps)))
     return {**scores, "val_miou": chosen.val_score, **chosen.metrics(cfg.lrs),
             "miou_all_background": background["miou"], "pixel_accuracy_all_background": background["pixel_accuracy"]}
