@@ -255,3 +255,19 @@ def test_figures_whose_inputs_are_gone_are_kept_not_dropped(tmp_path, undrawn):
     assert "![detection: predicted and true boxes](detections-detection.png)" in text
     assert text.count("Kept as an earlier report drew it") == 2
     assert (out / "inpainting.png").read_bytes() == b"an earlier drawing"
+
+
+def test_a_column_title_split_at_its_comma_or_given_twice_is_refused():
+    """An unquoted title in a YAML flow mapping splits at its comma into a second key; the two
+    columns it made were both titled 'segmentation mIoU (fine-tuned' and crashed the difference plot."""
+    from ctxenc.errors import UserError
+    from ctxenc.results.report import ReportConfig
+
+    split = yaml.safe_load("columns: [{title: mIoU (fine-tuned, 200 scenes), protocol: seg, metric: miou}]")
+    with pytest.raises(UserError, match="unknown key '200 scenes\\)'.*quote a title that holds a comma"):
+        ReportConfig(**split)
+    twice = [{"title": "mIoU", "protocol": p, "metric": "miou"} for p in ("a", "b")]
+    with pytest.raises(UserError, match="two report columns are both titled 'mIoU'"):
+        ReportConfig(columns=twice)
+    quoted = yaml.safe_load("columns: [{title: 'mIoU (fine-tuned, 200 scenes)', protocol: seg, metric: miou, paper: x}]")
+    assert ReportConfig(**quoted).columns[0]["title"] == "mIoU (fine-tuned, 200 scenes)"

@@ -77,9 +77,17 @@ class ReportConfig:
     def __post_init__(self):
         if self.paper is not None and self.paper not in PAPER_TABLES:
             raise UserError(f"unknown paper table {self.paper!r} in the suite's report; valid: {', '.join(PAPER_TABLES)}.")
+        keys = {"title", "protocol", "metric", "paper"}
         for col in self.columns:
             if not isinstance(col, dict) or not {"title", "protocol", "metric"} <= set(col):
                 raise UserError(f"report column {col} needs a title, a protocol and a metric.")
+            if set(col) - keys:  # e.g. a YAML flow mapping split an unquoted title at its comma
+                raise UserError(f"report column {col['title']!r} has unknown key {sorted(map(str, set(col) - keys))[0]!r}; "
+                                f"a column takes {', '.join(sorted(keys))} (quote a title that holds a comma).")
+        titles = [col["title"] for col in self.columns]
+        twice = sorted({t for t in titles if titles.count(t) > 1})
+        if twice:
+            raise UserError(f"two report columns are both titled {twice[0]!r}; give each column its own title.")
         for pair in self.comparisons + self.primary_comparisons:
             if len(pair) != 2:
                 raise UserError(f"report comparison {pair} needs two methods: [method, baseline].")
