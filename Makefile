@@ -14,8 +14,9 @@ DEMO_OUT ?= results/demo-local
 demo: install data
 	$(BIN)/ctxenc bench benchmarks/demo.yaml --launcher local --workers 2 --out $(DEMO_OUT)
 
+# Two one-thread pytest workers (pytest-xdist): torch's own threads would spin-wait on each other.
 test: install data
-	$(BIN)/python -m pytest -q
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/python -m pytest -q -n 2
 
 install: $(STAMP)
 

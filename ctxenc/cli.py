@@ -45,7 +45,7 @@ EVALUATE_AMP = ("evaluation: bfloat16 autocast of the encoder's forward passes (
 
 
 def add_amp(p: argparse.ArgumentParser, what: str) -> None:
-    p.add_argument("--amp", action="store_true", default=None, help=f"mixed precision, in {what}")
+    p.add_argument("--amp", action="store_true", default=None, help=f"mixed precision: {what}")
 
 
 def add_seed(p: argparse.ArgumentParser, what: str) -> None:
@@ -137,7 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, metavar="N", help="a plumbing check, not a result: every cell on N images per split, the first "
                    "seed only, 3 training steps and shortened evaluators, to check a suite end to end")
     add_device(p)
-    add_amp(p, f"{PRETRAIN_AMP}; in {EVALUATE_AMP}; a results folder holds fp32 or AMP cells, not both")
+    add_amp(p, f"{PRETRAIN_AMP}; {EVALUATE_AMP}; a results folder holds fp32 or AMP cells, not both")
     p.add_argument("--launcher", choices=["inline", "local", "slurm"], default="inline",
                    help="inline: cells one after another in this process (default); local: WORKERS parallel jobs on this "
                         "machine; slurm: one Slurm job per cell (submitit), requeued when it reaches its time limit or is "
