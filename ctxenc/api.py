@@ -20,7 +20,6 @@ stage, average-pooled to a 2 x 2 grid, BatchNorm statistics recalibrated on unma
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -39,16 +38,6 @@ PROBE_GRID = 2
 MIN_RECALIBRATION_IMAGES = 32
 
 
-def checkpoint_path(path: str | os.PathLike) -> Path:
-    """A checkpoint file, or a run folder written by `ctxenc pretrain` -> its checkpoint.pt."""
-    path = Path(path)
-    if path.is_dir():
-        if not (path / "checkpoint.pt").is_file():
-            raise UserError(f"{path} is a folder without a checkpoint.pt; pass a run folder written by 'ctxenc pretrain' or its checkpoint file.")
-        return path / "checkpoint.pt"
-    return path
-
-
 def load_encoder(path: str | os.PathLike, device: str | torch.device = "cpu") -> Encoder:
     """The pretrained encoder of a checkpoint file or run folder, in eval mode, on `device`.
 
@@ -56,7 +45,7 @@ def load_encoder(path: str | os.PathLike, device: str | torch.device = "cpu") ->
     S = `encoder.input_size` (see the module docstring); `encoder.stage_names` lists the stages
     `extract_features` can pool, `encoder.config` the options it was built with.
     """
-    encoder, _ = load_checkpoint_encoder(checkpoint_path(path))
+    encoder, _ = load_checkpoint_encoder(path)  # a file or a run folder
     return encoder.to(resolve_device(device)).eval()
 
 

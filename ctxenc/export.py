@@ -22,8 +22,7 @@ from pathlib import Path
 
 import torch
 
-from ctxenc.api import checkpoint_path
-from ctxenc.checkpoint import checkpoint_pretext, load_encoder
+from ctxenc.checkpoint import checkpoint_file, checkpoint_pretext, load_encoder
 from ctxenc.encoders import Encoder
 from ctxenc.io import atomic_write
 
@@ -67,7 +66,7 @@ def timm_state_dict(encoder: Encoder) -> tuple[dict[str, torch.Tensor], dict]:
 
 def export_encoder(checkpoint: str | os.PathLike, out: Path) -> list[Path]:
     """Write OUT/encoder.pt and OUT/encoder.json for a checkpoint file or run folder; returns both paths."""
-    path = checkpoint_path(checkpoint)
+    path = checkpoint_file(checkpoint)
     encoder, ckpt = load_encoder(path)
     meta = {
         "format": FORMAT,

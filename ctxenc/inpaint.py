@@ -31,8 +31,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
-from ctxenc.api import checkpoint_path
-from ctxenc.checkpoint import load_checkpoint, rebuild_model
+from ctxenc.checkpoint import checkpoint_file, load_checkpoint, rebuild_model
 from ctxenc.device import resolve_device
 from ctxenc.errors import UserError
 from ctxenc.evaluators.inpainting import complete_with_model, to_unit
@@ -201,7 +200,7 @@ def check_inside_center(model, model_hole: torch.Tensor, spec: str) -> None:
 
 def load_inpainter(checkpoint: str | Path, device: str):
     """The checkpoint's context-encoder model, in eval mode on `device`; other pretexts are a UserError."""
-    path = checkpoint_path(checkpoint)
+    path = checkpoint_file(checkpoint)
     model = rebuild_model(load_checkpoint(path)).eval()
     name = getattr(model, "name", "random")
     if name != "context_encoder":

@@ -9,7 +9,7 @@ import torch
 from ctxenc.checkpoint import save_checkpoint
 from ctxenc.cli import main
 from ctxenc.errors import UserError
-from ctxenc.results.records import append_records
+from ctxenc.results.records import replace_records
 
 ROW = {"suite": "s", "dataset": "fashion_mnist", "method": "random", "seed": 0, "protocol": "knn", "metric": "accuracy",
        "value": 0.5}
@@ -61,11 +61,11 @@ def assert_disk_full_sentence(message: str, folder) -> None:
 
 def test_records_survive(tmp_path, full_disk):
     path = tmp_path / "records.csv"
-    append_records(path, [ROW])
+    replace_records(path, [ROW])
     before = path.read_bytes()
     full_disk()
     with pytest.raises(UserError) as err:
-        append_records(path, [dict(ROW, seed=1)] * 50)
+        replace_records(path, [dict(ROW, seed=1)] * 50)
     assert_disk_full_sentence(str(err.value), tmp_path)
     assert path.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["records.csv", "records.csv.lock"]  # no temporary left

@@ -27,10 +27,10 @@ def test_device_fields_name_the_device_the_gpu_and_the_precision(monkeypatch):
 
 def test_records_and_the_report_carry_device_gpu_and_amp(tmp_path):
     from ctxenc.results.provenance import provenance_lines
-    from ctxenc.results.records import append_records, read_records
+    from ctxenc.results.records import replace_records, read_records
 
     row = {"suite": "s", "metric": "accuracy", "value": 0.5, "device": "cuda", "gpu": "NVIDIA H100", "amp": True}
-    append_records(tmp_path / "records.csv", [row, {**row, "device": "cpu", "gpu": "", "amp": False}])
+    replace_records(tmp_path / "records.csv", [row, {**row, "device": "cpu", "gpu": "", "amp": False}])
     records = read_records(tmp_path / "records.csv")
     assert records[["device", "gpu", "amp"]].fillna("").values.tolist() == [["cuda", "NVIDIA H100", True], ["cpu", "", False]]
     lines = "\n".join(provenance_lines(records))

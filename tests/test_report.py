@@ -12,7 +12,7 @@ from ctxenc.results import plots
 from ctxenc.results.figures import detections_figure
 from ctxenc.results.paper import DETECTION, TABLE2
 from ctxenc.results.plots import line_style
-from ctxenc.results.records import COLUMNS, append_records, read_records, with_methods
+from ctxenc.results.records import COLUMNS, replace_records, read_records, with_methods
 from ctxenc.results.report import write_report
 from ctxenc.results.samples import detection_samples
 from ctxenc.results.selections import edge_lines, edge_selections
@@ -159,7 +159,7 @@ def test_old_records_derive_methods_and_read_missing_columns_empty(tmp_path):
 
 def _append_many(path: str, worker: int) -> None:
     for i in range(5):
-        append_records(path, [{"suite": "t", "method": f"w{worker}", "seed": i, "metric": "m", "value": float(i)}])
+        replace_records(path, [{"suite": "t", "method": f"w{worker}", "seed": i, "metric": "m", "value": float(i)}])
 
 
 def test_appends_from_several_processes_lose_nothing(tmp_path):

@@ -59,19 +59,9 @@ def read_records(path: str | Path) -> pd.DataFrame:
     return frame.reindex(columns=[*COLUMNS, *[c for c in frame.columns if c not in COLUMNS]])
 
 
-def append_records(path: str | Path, rows: list[dict]) -> pd.DataFrame:
-    """Add `rows` to the CSV at `path` (created if missing), replacing nothing; returns the whole file's records."""
-    return _rewrite(path, rows, key=None)[0]
-
-
 def replace_records(path: str | Path, rows: list[dict], key: list[str] = KEY) -> tuple[pd.DataFrame, int]:
     """Write `rows` into the CSV at `path` (created if missing), first dropping the old rows that
-    share `key` with one of them; returns (the whole file's records, how many old rows were dropped)."""
-    return _rewrite(path, rows, key)
-
-
-def _rewrite(path: str | Path, rows: list[dict], key: list[str] | None) -> tuple[pd.DataFrame, int]:
-    """Read, drop the old rows matching `rows` on `key` (none when key is None), add `rows`, write.
+    share `key` with one of them; returns (the whole file's records, how many old rows were dropped).
 
     The read-modify-write holds an exclusive flock on `<path>.lock`, so writes from several
     processes (suite cells spread over a cluster) serialise instead of losing each other's rows;
@@ -83,7 +73,7 @@ def _rewrite(path: str | Path, rows: list[dict], key: list[str] | None) -> tuple
     with locked(path):
         old = read_records(path)
         stale = pd.Series(False, index=old.index)
-        if key is not None and not old.empty:
+        if not old.empty:
             keys = set(_key_values(with_methods(new), key))
             stale = pd.Series([k in keys for k in _key_values(with_methods(old), key)], index=old.index, dtype=bool)
         frame = pd.concat([old[~stale], new], ignore_index=True) if not old.empty else new
