@@ -49,9 +49,15 @@ def test_extract_features_gives_the_matrices_the_probes_fit_on(run, monkeypatch)
     train_split, test_split = eval_splits("fashion_mnist")
     train = prepared_split("fashion_mnist", train_split, str(data), 32, None)  # exactly what `evaluate` hands the probe
     test = prepared_split("fashion_mnist", test_split, str(data), 32, None)
-    fitted = []  # every matrix the probe extracts, in order: train and test for each stage
-    real = probe_module.extract_features
-    monkeypatch.setattr(probe_module, "extract_features", lambda *a, **k: fitted.append(real(*a, **k)) or fitted[-1])
+    fitted = []  # every matrix the probe extracts, in order: train and test for each stage (copies:
+    real = probe_module.extract_features  # the probe standardises its matrices in place)
+
+    def extract(*args, **kwargs):
+        features = real(*args, **kwargs)
+        fitted.append(features.clone())
+        return features
+
+    monkeypatch.setattr(probe_module, "extract_features", extract)
     linear_probe(encoder, train, test, LinearProbeConfig(stages=("conv2", "conv3"), max_iter=1, weight_decays=(1e-3,)))
     assert len(fitted) == 4
 

@@ -54,20 +54,32 @@ def _to_host(x: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def batched(fn: Callable[[torch.Tensor], Output], x: Images, batch_size: int = 500,
-            device: torch.device | str = "cpu") -> Output:
+def batched(fn: Callable[[torch.Tensor], Output | None], x: Images, batch_size: int = 500,
+            device: torch.device | str = "cpu") -> Output | None:
     """fn applied to x (N, ...) in batches of `batch_size` sent to `device`, without gradients; the
-    outputs (a tensor (N, ...) or a dict of them) come back to the CPU, concatenated along dim 0.
-    x: a tensor, or `ModelInputs` (each batch converted on `device`)."""
+    outputs (a tensor (N, ...) or a dict of them, one row per input) come back to the CPU in order.
+    x: a tensor, or `ModelInputs` (each batch converted on `device`). fn may return None (run for
+    its side effects, such as BatchNorm statistics): then nothing is kept and None is returned.
+
+    The outputs are allocated once, N rows shaped like the first batch's, and filled batch by
+    batch: concatenating the batches at the end would hold the split's outputs twice.
+    """
     device = torch.device(device)
     precision = torch.autocast(device.type, torch.bfloat16) if _bfloat16 else contextlib.nullcontext()
-    chunks = []
+    outputs = None  # {key: (N, ...)}; the key None for a tensor output
     for i in range(0, len(x), batch_size):
         with precision:
-            chunks.append(fn(x[i : i + batch_size].to(device)))
-    if isinstance(chunks[0], dict):
-        return {k: torch.cat([_to_host(c[k]) for c in chunks]) for k in chunks[0]}
-    return torch.cat([_to_host(c) for c in chunks])
+            out = fn(x[i : i + batch_size].to(device))
+        if out is None:
+            continue
+        parts = {k: _to_host(v) for k, v in (out.items() if isinstance(out, dict) else [(None, out)])}
+        if outputs is None:
+            outputs = {k: torch.empty((len(x), *v.shape[1:]), dtype=v.dtype) for k, v in parts.items()}
+        for k, v in parts.items():
+            outputs[k][i : i + batch_size] = v
+    if outputs is None:
+        return None
+    return outputs[None] if None in outputs else outputs
 
 
 def device_of(module: nn.Module) -> torch.device:
@@ -99,7 +111,11 @@ def recalibrated(encoder: Encoder, images: Images, max_images: int = 2000, batch
         m.momentum = None  # a cumulative average over all batches, not an exponential one
         m.train()  # only the norms: dropout and the like stay in eval mode
     batch_size = min(batch_size, max(1, RECALIBRATION_BATCH_VALUES // math.prod(images.shape[1:])))
-    batched(encoder, images[:max_images], batch_size, device_of(encoder))
+
+    def update_statistics(batch: torch.Tensor) -> None:
+        encoder(batch)  # only the norms' running statistics are wanted, not the feature maps
+
+    batched(update_statistics, images[:max_images], batch_size, device_of(encoder))
     for m, momentum in zip(norms, momenta):
         m.momentum = momentum
     return encoder.eval()

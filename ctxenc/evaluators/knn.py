@@ -31,13 +31,23 @@ class KNNConfig:
     temperature: float = 0.07
 
 
+# Similarities per chunk of test images, (chunk, N train images): at most 1000 test images and
+# 2^24 values (64 MB), so the chunk does not grow with the training split.
+SIMILARITY_VALUES = 2**24
+
+
 @torch.no_grad()
 def knn_classifier(train_features: torch.Tensor, train_labels: torch.Tensor, test_features: torch.Tensor,
-                   k: int, temperature: float, num_classes: int, chunk: int = 1000) -> torch.Tensor:
-    """Features (N, D) -> predicted labels (M,) for the test features; cosine similarity."""
-    train_features = F.normalize(train_features, dim=1)
-    test_features = F.normalize(test_features, dim=1)
+                   k: int, temperature: float, num_classes: int) -> torch.Tensor:
+    """Features (N, D) -> predicted labels (M,) for the test features (M, D); cosine similarity.
+
+    Both feature matrices are L2-normalised in place: a normalised copy would double the split's
+    features, evaluation's bulk of memory.
+    """
+    F.normalize(train_features, dim=1, out=train_features)
+    F.normalize(test_features, dim=1, out=test_features)
     k = min(k, len(train_features))
+    chunk = min(1000, max(1, SIMILARITY_VALUES // len(train_features)))
     predictions = []
     for i in range(0, len(test_features), chunk):
         sims = test_features[i : i + chunk] @ train_features.T  # (chunk, N)

@@ -8,7 +8,8 @@ probe of the paper's follow-ups) and each metric is named `<metric>@<stage>`.
 
 Before the features are extracted, the encoder's BatchNorm running statistics are recalibrated
 on unmasked training images (`features.recalibrated`; a random initialisation's stay 0/1
-otherwise). Features are extracted once per stage and reused across the penalty grid. The
+otherwise). Features are extracted once per stage, held once per split (standardised in place,
+the validation and fitting parts are views) and reused across the penalty grid. The
 trivial reference `map_class_prior` (multi-label) or `accuracy_majority` (single-label) is
 returned beside the score.
 """
@@ -108,27 +109,35 @@ def probe_stage(encoder: Encoder, train: tuple[torch.Tensor, torch.Tensor], test
         raise UserError(f"a linear probe needs at least {n_val + 2} training images ({n_val} to validate on, 2 to fit), "
                         f"got {len(train[0])}; evaluate on more images (a larger --limit).")
     device = device_of(encoder)  # features, labels and the probe live where the encoder is (--device)
+    # Each split's features are held once (N x D floats, evaluation's bulk of memory at 50,000
+    # images) and standardised in place; the validation and fitting parts are views of x_train.
     x_train = extract_features(encoder, train[0], stage, cfg.grid).to(device)
-    x_test = extract_features(encoder, test[0], stage, cfg.grid).to(device)
-    y_train, y_test = train[1].to(device), test[1].to(device)
+    train_mean, train_std = x_train.mean(0), x_train.std(0).clamp_min(1e-6)  # for the final fit
+    # Validation split from train, seeded: the rows in the seeded order, the first n_val to validate
+    # on. Reordered before the test features exist: its passing second copy is no new peak.
+    order = torch.randperm(len(x_train), generator=torch.Generator().manual_seed(cfg.seed)).to(device)
+    x_train, y_train = x_train[order], train[1].to(device)[order]
+    x_test, y_test = extract_features(encoder, test[0], stage, cfg.grid).to(device), test[1].to(device)
     multi_label = y_train.dim() == 2
     metric = "map" if multi_label else "accuracy"
     num_classes = y_train.shape[1] if multi_label else int(max(y_train.max(), y_test.max())) + 1
 
-    # Validation split from train, seeded; standardised with statistics of the fitting part only.
-    order = torch.randperm(len(x_train), generator=torch.Generator().manual_seed(cfg.seed)).to(device)
-    val, fit = order[:n_val], order[n_val:]
-    mean, std = x_train[fit].mean(0), x_train[fit].std(0).clamp_min(1e-6)
+    x_val, y_val, x_fit, y_fit = x_train[:n_val], y_train[:n_val], x_train[n_val:], y_train[n_val:]
+    mean, std = x_fit.mean(0), x_fit.std(0).clamp_min(1e-6)  # statistics of the fitting part only
+    x_train.sub_(mean).div_(std)
     scores = {}
     for wd in cfg.weight_decays:
-        head = fit_logistic((x_train[fit] - mean) / std, y_train[fit], num_classes, wd, cfg.max_iter)
-        scores[wd] = score(head, (x_train[val] - mean) / std, y_train[val])
+        head = fit_logistic(x_fit, y_fit, num_classes, wd, cfg.max_iter)
+        scores[wd] = score(head, x_val, y_val)
     best = max(cfg.weight_decays, key=lambda wd: (scores[wd], wd))  # ties: the stronger penalty
 
-    mean, std = x_train.mean(0), x_train.std(0).clamp_min(1e-6)
-    head = fit_logistic((x_train - mean) / std, y_train, num_classes, best, cfg.max_iter)
+    # The final fit on all of train, standardised with the whole train's statistics: the values
+    # restored, then standardised again (equal to standardising the features anew, up to rounding).
+    x_train.mul_(std).add_(mean).sub_(train_mean).div_(train_std)
+    head = fit_logistic(x_train, y_train, num_classes, best, cfg.max_iter)
+    x_test.sub_(train_mean).div_(train_std)
     return {
-        metric: score(head, (x_test - mean) / std, y_test),
+        metric: score(head, x_test, y_test),
         f"val_{metric}": scores[best],
         "weight_decay": best,
     }
