@@ -2,17 +2,19 @@
 moves, and what each costs: cells of small FashionScenes runs evaluated both ways.
 
     OMP_NUM_THREADS=1 python benchmarks/selection_agreement.py [--seeds 0 1] [--pretexts random supervised]
-        [--steps 300] [--train-scenes 500] [--test-scenes 300] [--protocols finetune segmentation_finetune segmentation_frozen]
+        [--steps 300] [--train-scenes 500] [--test-scenes 300] [--protocols finetune segmentation_finetune segmentation_frozen detection_frozen]
 
 Each (pretext, seed) pretrains the small encoder for `--steps` steps on a pool of FashionScenes
 (random init: none), then evaluates each protocol twice at equal settings (the grids of
-benchmarks/scenes_table2.yaml, on `--train-scenes` labelled scenes):
+benchmarks/scenes_table2.yaml; segmentation_finetune: its first design's, results/scenes_table2_v1), on
+`--train-scenes` labelled scenes):
 - fine-tuned protocols (finetune at 100% labels, segmentation_finetune): `selection: grid` (every
   rate to its own stop) against `selection: halving`;
-- segmentation_frozen: the sequential grid (one call per rate, each training its head alone, the
-  best validation kept; the features are computed in each call, their cost printed apart)
-  against every rate's head in one pass, which by construction trains the same heads
-  (tests/test_selection.py checks it bit for bit): its agreement must be 100%.
+- frozen protocols (segmentation_frozen, detection_frozen): the sequential grid (one call per
+  rate, each training its head alone, the best validation kept; the features are computed in
+  each call) against every rate's head in one pass with halving's cuts (the default), which
+  trains the heads that survive exactly as their sequential runs (tests/test_selection.py checks
+  it bit for bit): any disagreement comes from halving's cuts alone.
 Printed per protocol: cells, agreement (same rate chosen), mean |test score change| and the
 largest, and the mean CPU seconds per cell each way (one thread: wall time on an idle core).
 """
@@ -29,11 +31,12 @@ from ctxenc.api import load_encoder
 from ctxenc.engine import TrainConfig, pretrain
 from ctxenc.data import eval_splits
 from ctxenc.evaluation import prepared_split
-from ctxenc.evaluators import FinetuneConfig, SegmentationConfig, finetune, segmentation
+from ctxenc.evaluators import DetectionConfig, FinetuneConfig, SegmentationConfig, detection, finetune, segmentation
 from ctxenc.pretext import pretext_spec
 
 LRS = (1e-4, 1e-3, 1e-2, 1e-1)  # benchmarks/scenes_table2.yaml's fine-tuning grids
 FROZEN_LRS = (1e-3, 1e-2, 1e-1, 1.0, 10.0)
+DETECTION_LRS = (1e-2, 3e-2, 1e-1, 3e-1)
 PROTOCOLS = {  # name: (evaluator, config, test metric, target): the suite's settings, 100% labels
     "finetune": (finetune, FinetuneConfig(lrs=LRS, max_epochs=60, patience=4, min_steps=200, val_every_steps=20), "map@100%",
                  "labels"),
@@ -41,7 +44,11 @@ PROTOCOLS = {  # name: (evaluator, config, test metric, target): the suite's set
                               "class_maps"),
     "segmentation_frozen": (segmentation, SegmentationConfig(mode="frozen", lrs=FROZEN_LRS, max_epochs=60, patience=3,
                                                              weight_decay=0.0, flip=False), "miou", "class_maps"),
+    "detection_frozen": (detection, DetectionConfig(mode="frozen", lrs=DETECTION_LRS, max_epochs=40, patience=2, decays=1,
+                                                    batch_size=16, roi_size=4, rois_per_image=32, proposals=100), "map",
+                         "boxes"),
 }
+FROZEN = ("segmentation_frozen", "detection_frozen")
 
 
 def timed(fn):
@@ -55,13 +62,13 @@ def both_ways(name: str, encoder, train, test, seed: int) -> dict:
     run, cfg, metric, _ = PROTOCOLS[name]
     cfg = dataclasses.replace(cfg, seed=seed)
     lr = "lr@100%" if name == "finetune" else "lr"
-    if name == "segmentation_frozen":  # the sequential grid: each rate alone, the best validation kept
+    if name in FROZEN:  # the sequential grid: each rate alone, the best validation kept
         alone, seconds = [], 0.0
         for rate in cfg.lrs:
             out, s = timed(lambda: run(encoder, train, test, dataclasses.replace(cfg, lrs=(rate,))))
             alone.append(out)
             seconds += s
-        grid = max(alone, key=lambda out: out["val_miou"])  # max keeps the first of equals, as the grid
+        grid = max(alone, key=lambda out: out[f"val_{metric}"])  # max keeps the first of equals, as the grid
     else:
         grid, seconds = timed(lambda: run(encoder, train, test, dataclasses.replace(cfg, selection="grid")))
     cheap, cheap_seconds = timed(lambda: run(encoder, train, test, dataclasses.replace(cfg, selection="halving")))
@@ -109,7 +116,7 @@ def main() -> None:
     for name, rows in cells.items():
         same = sum(r["lr_grid"] == r["lr_cheap"] for r in rows)
         moves = [abs(r["score_cheap"] - r["score_grid"]) for r in rows]
-        way = "heads in one pass" if name == "segmentation_frozen" else "halving"
+        way = "heads in one pass, halving" if name in FROZEN else "halving"
         print(f"| {name} | {way} | {len(rows)} | {same}/{len(rows)} | {sum(moves) / len(moves):.4f} | {max(moves):.4f} "
               f"| {sum(r['seconds_grid'] for r in rows) / len(rows):.1f} | {sum(r['seconds_cheap'] for r in rows) / len(rows):.1f} |")
 

@@ -98,13 +98,31 @@ def test_detection_is_deterministic(encoder, data):
 def test_frozen_heads_in_one_pass_train_each_rate_as_it_would_alone(encoder, data):
     """One backbone pass a batch for every rate's head; each head's RoI sampling, flips and updates
     are those of its rate alone, so the two-rate run is its better rate's run, to the last bit."""
-    cfg = replace(FAST, mode="frozen", lrs=(1e-3, 3e-2), max_epochs=3, patience=1)
+    cfg = replace(FAST, mode="frozen", lrs=(1e-3, 3e-2), max_epochs=3, patience=1, selection="grid")
     together = detection(encoder, *data, cfg)
     alone = {lr: detection(encoder, *data, replace(cfg, lrs=(lr,))) for lr in cfg.lrs}
     best = max(cfg.lrs, key=lambda lr: alone[lr]["val_map"])
     assert together["lr"] == best
     assert {k: v for k, v in together.items() if k not in ("lr_margin", "lr_min", "lr_max")} == \
         {k: v for k, v in alone[best].items() if k not in ("lr_min", "lr_max")}
+
+
+def test_frozen_halving_stops_the_losing_head_at_its_rung(encoder, data):
+    """Frozen detection runs its config's selection: with halving the losing head stops after the
+    first rung (2 x patience = 4 validations, 4 steps an epoch), the rest is the grid's."""
+    runs = {}
+    for selection in ("grid", "halving"):
+        steps = {}
+        hook = register_optimizer_step_pre_hook(lambda opt, args, kwargs: steps.__setitem__(opt, steps.get(opt, 0) + 1))
+        try:
+            out = detection(encoder, *data, replace(FAST, mode="frozen", lrs=(1e-3, 3e-2), max_epochs=6, patience=2,
+                                                    selection=selection))
+        finally:
+            hook.remove()
+        runs[selection] = out, list(steps.values())  # steps of each head, in the grid's order
+    (grid, grid_steps), (halving, halving_steps) = runs["grid"], runs["halving"]
+    assert grid_steps == [24, 20] and halving_steps == [24, 16]  # 1e-3 trains to the cap either way; 3e-2 is cut
+    assert halving == grid  # 3e-2's best came before the cut: the same choice, scores and margin
 
 
 def test_detection_learns_coloured_squares(data):

@@ -125,7 +125,7 @@ def test_frozen_segmentation_trains_each_rates_head_as_it_would_alone():
     encoder = create_encoder("small").eval()
     images, _, maps = squares(60)
     train, test = (images[:40], maps[:40]), (images[40:], maps[40:])
-    cfg = SegmentationConfig(mode="frozen", lrs=(1e-3, 3e-2, 1.0), max_epochs=6, patience=2, batch_size=10)
+    cfg = SegmentationConfig(mode="frozen", selection="grid", lrs=(1e-3, 3e-2, 1.0), max_epochs=6, patience=2, batch_size=10)
     together = segmentation(encoder, train, test, cfg)
     alone = {lr: segmentation(encoder, train, test, SegmentationConfig(**{**cfg.__dict__, "lrs": (lr,)})) for lr in cfg.lrs}
     best = max(cfg.lrs, key=lambda lr: alone[lr]["val_miou"])

@@ -58,6 +58,36 @@ def test_heads_in_one_pass_choose_what_the_grid_chooses_bit_for_bit(decays):
     assert grid.lr in (1e-2, 3e-2) and grid.lr_margin > 0  # an interior rate, the diverging one lost
 
 
+@pytest.mark.parametrize("first_rung, decays", [(2, 0), (None, 1), (12, 0)])
+def test_heads_in_one_pass_halve_as_halving_does_bit_for_bit(first_rung, decays):
+    halving = train_and_select(build, grid_loss, neg_val_mse, decays=decays, selection="halving", first_rung=first_rung,
+                               **GRID)
+    heads = train_heads_and_select(build, augmented, mse, lambda models, idx: [neg_val_mse(m, idx) for m in models],
+                                   decays=decays, selection="halving", first_rung=first_rung, **GRID)
+    same(heads, halving)  # the margin too: the cut heads' best scores are those at their cut
+    if first_rung == 2:  # halving cuts the grid's 1e-2 here (see below): the heads do not train on as the grid's would
+        assert heads.lr == 3e-2
+
+
+def test_halving_heads_validate_as_halving_does_and_stop_when_cut():
+    schedule = dict(lrs=(1e-4, 1e-3, 1e-2, 1e-1), max_epochs=10, patience=2, batch_size=4, optimizer=torch.optim.Adam,
+                    seed=0)
+    fit, val = torch.arange(8), torch.arange(2)
+    for first_rung in (1, 2, 4):
+        build_tagged, score = scripted(CURVES)
+        halving = train_and_select(build_tagged, lambda m, idx, gen: m(torch.ones(len(idx), 1)).sum(), score, fit, val,
+                                   selection="halving", first_rung=first_rung, **schedule)
+        calls = score.calls
+        build_tagged, score = scripted(CURVES)
+        heads = train_heads_and_select(build_tagged, lambda idx, gen: idx, lambda m, idx: m(torch.ones(len(idx), 1)).sum(),
+                                       lambda ms, idx: [score(m, idx) for m in ms], fit, val, selection="halving",
+                                       first_rung=first_rung, **schedule)
+        # Rung 4: 1e-2 stopped by itself after 3 validations (patience) and ranks with its 0.3.
+        assert score.calls == calls == {1: [1, 6, 1, 2], 2: [2, 6, 2, 4], 4: [4, 6, 3, 7]}[first_rung]
+        assert (heads.lr, heads.val_score, heads.epochs, heads.lr_margin) == (
+            halving.lr, halving.val_score, halving.epochs, halving.lr_margin)
+
+
 def test_heads_run_the_features_once_a_step_and_stop_updating_when_stopped():
     batches, updates = [], {}
 

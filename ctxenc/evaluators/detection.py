@@ -70,9 +70,10 @@ class DetectionConfig:
     fractions of the input side, each at aspect_ratios (height / width); roi_size: RoI pooling output
     cells; representation_size: width of the two fully connected layers; rois_per_image: regions
     sampled per image in training; proposals: regions kept per image at test; flip: random
-    horizontal flips in training; selection: how finetune runs the grid, `grid` or `halving` (frozen
-    trains one head per rate in one pass, whatever it says); predictions_out: a .pt file for the test predictions of the
-    first 8 images (a figure), or None."""
+    horizontal flips in training; selection: how the grid runs, `grid` (every rate to its own stop)
+    or `halving` (the worse rates cut early; frozen trains every rate's head in one pass either way,
+    and `halving` stops the losing heads at its rungs); predictions_out: a .pt file for the test
+    predictions of the first 8 images (a figure), or None."""
 
     target: ClassVar[str] = "boxes"
 
@@ -301,11 +302,12 @@ def detection(encoder: Encoder, train: tuple[torch.Tensor, torch.Tensor], test: 
 
     fit, val = carve_validation(len(images), 1.0, cfg.val_fraction, cfg.seed)
     schedule = dict(fit=fit, val=val, lrs=cfg.lrs, max_epochs=cfg.max_epochs, patience=cfg.patience,
-                    batch_size=cfg.batch_size, seed=cfg.seed, decays=cfg.decays, warmup=True,
+                    batch_size=cfg.batch_size, seed=cfg.seed, decays=cfg.decays, warmup=True, selection=cfg.selection,
                     optimizer=functools.partial(torch.optim.SGD, momentum=cfg.momentum, weight_decay=cfg.weight_decay))
     if cfg.mode == "frozen":
         # Frozen features on honest BatchNorm statistics, as every frozen protocol; one detector head per
-        # learning rate, all trained in one pass, the frozen backbone run once a batch for all of them.
+        # learning rate, all trained in one pass (halving cuts the losing ones), the frozen backbone run
+        # once a batch for all of them: the heads, not the backbone, dominate the cost.
         encoder = recalibrated(encoder, images)
         shared = build_detector(encoder, num_classes, size, cfg).to(device).eval()
 
@@ -329,7 +331,7 @@ def detection(encoder: Encoder, train: tuple[torch.Tensor, torch.Tensor], test: 
 
         best = train_and_select(
             build=lambda: build_detector(encoder, num_classes, size, cfg).to(device), loss_fn=loss_fn,
-            score_fn=lambda model, idx: val_map(predict(model, images[idx]), idx), selection=cfg.selection, **schedule)
+            score_fn=lambda model, idx: val_map(predict(model, images[idx]), idx), **schedule)
     predictions = predict(best.model, test_images)
     if cfg.predictions_out:
         shown = predictions[:PREDICTION_FIGURE_IMAGES]

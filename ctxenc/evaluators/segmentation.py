@@ -12,11 +12,12 @@ the test split.
 `frozen` first recalibrates the encoder's BatchNorm running statistics on unmasked training
 images (`features.recalibrated`): without it a random initialisation keeps statistics 0/1 and
 its frozen features give an all-background prediction. The features are then computed once and
-one head per learning rate trains on them, all in one pass (`selection.train_heads_and_select`:
-the grid's choice at about one rate's cost). `finetune` runs its grid as `selection` says: `grid`
-(every rate to its own stop) or `halving` (successive halving, the worse rates cut early). The trivial reference of predicting
-background everywhere is returned beside the scores (`miou_all_background`,
-`pixel_accuracy_all_background`): a method that does not beat it has learnt nothing usable.
+one head per learning rate trains on them, all in one pass (`selection.train_heads_and_select`).
+Either mode runs its grid as `selection` says: `grid` (every rate to its own stop) or `halving`
+(successive halving, the worse rates cut early; frozen, the losing heads stop training at the
+rungs). The trivial reference of predicting background everywhere is returned beside the scores
+(`miou_all_background`, `pixel_accuracy_all_background`): a method that does not beat it has
+learnt nothing usable.
 """
 
 from __future__ import annotations
@@ -47,8 +48,9 @@ class SegmentationConfig:
     on (None: all); lrs: the learning-rate grid (Adam); each learning rate trains until the
     validation mIoU has not improved for `patience` epochs, at most `max_epochs` (the best epoch
     kept); flip: random horizontal flips (finetune only: frozen features are computed once);
-    selection: how finetune runs the grid, `grid` or `halving` (frozen trains every rate's head in
-    one pass, whatever it says)."""
+    selection: how the grid runs, `grid` (every rate to its own stop) or `halving` (the worse rates
+    cut early; frozen trains every rate's head in one pass either way, and `halving` stops the losing
+    heads at its rungs)."""
 
     target: ClassVar[str] = "class_maps"
 
@@ -161,7 +163,7 @@ def segmentation(encoder: Encoder, train: tuple[torch.Tensor, torch.Tensor], tes
     fit, val = carve_validation(len(images), 1.0, cfg.val_fraction, cfg.seed)
     schedule = dict(fit=fit, val=val, lrs=cfg.lrs, max_epochs=cfg.max_epochs, patience=cfg.patience,
                     batch_size=cfg.batch_size, optimizer=functools.partial(torch.optim.Adam, weight_decay=cfg.weight_decay),
-                    seed=cfg.seed)
+                    seed=cfg.seed, selection=cfg.selection)
     if frozen:
         # One head per learning rate, all trained in one pass on the same features (computed once).
         encoder = recalibrated(encoder, images)
@@ -193,7 +195,7 @@ def segmentation(encoder: Encoder, train: tuple[torch.Tensor, torch.Tensor], tes
 
         chosen = train_and_select(
             build=lambda: FCN(copy.deepcopy(encoder), FCNHead(channels, num_classes, size)).to(device), loss_fn=loss_fn,
-            score_fn=lambda model, idx: miou(model, forward_on(train_inputs), idx), selection=cfg.selection, **schedule)
+            score_fn=lambda model, idx: miou(model, forward_on(train_inputs), idx), **schedule)
     scores = segmentation_scores(confusion(chosen.model.eval(), forward_on(test_inputs), test_maps, torch.arange(len(test_maps))))
     background = segmentation_scores(sum(confusion_matrix(torch.zeros_like(t), t, num_classes, cfg.ignore_index)
                                          for t in map_chunks(test_maps)))

@@ -4,7 +4,7 @@ The one selection loop of `finetune`, `segmentation` and `detection`. Each learn
 log-spaced grid trains a fresh model on the fitting part, scores the validation part after
 every epoch and stops early, once the score has not improved for `patience` validations (or at
 `max_epochs`; detection first drops the rate 10x at such a plateau); the weights of the best
-(learning rate, epoch) are kept. The test split is never seen. Three ways to run the grid, one
+(learning rate, epoch) are kept. The test split is never seen. Two ways to run the grid, one
 result rule:
 
 - `grid`: every rate trains to its own stop, one after the other (`train_and_select`).
@@ -12,9 +12,11 @@ result rule:
   validations, the better half by best validation score so far goes on to twice that many, and
   so on until one is left, which trains to its own stop. It picks what the grid picks whenever
   the grid's winner is never in the worse half at a cut; the cut rates cost only their rungs.
-- heads in one pass (`train_heads_and_select`, for a frozen encoder): one head per rate, all
-  trained on the same batches of the same frozen features, each validated and stopped on its
-  own, as DINOv2's linear evaluation; the features of a batch are computed once for all heads.
+
+Either way can run with heads in one pass (`train_heads_and_select`, for a frozen encoder): one
+head per rate, all trained on the same batches of the same frozen features, each validated and
+stopped on its own, as DINOv2's linear evaluation; the features of a batch are computed once for
+all heads, and halving's cut heads stop training at their rung.
 
 Each rate's run keeps its own model, optimizer, batch-order generator and global random state
 (torch's, which e.g. torchvision's detection sampling draws from), all seeded as the grid seeds
@@ -272,12 +274,7 @@ def train_and_select(build: Callable[[], nn.Module], loss_fn: Callable[[nn.Modul
         while len(alive) > 1 and not all(run.done for run in alive):
             for run in alive:
                 run.advance(rung, loss_fn, score_fn, fit, val)
-            ranked = sorted(alive, key=lambda run: -run.best_score)  # stable: a tie keeps the grid's order
-            alive = [run for run in alive if run in ranked[: -(-len(alive) // 2)]]
-            for run in runs:
-                if run not in alive:
-                    run.release()
-            rung *= 2
+            alive, rung = _halved(alive), rung * 2
         if len(alive) == 1:  # the last one trains to its own stop, as in the grid
             alive[0].advance(math.inf, loss_fn, score_fn, fit, val)
     return _chosen(runs, lrs)
@@ -289,13 +286,25 @@ def first_rung_validations(schedule: Schedule) -> int:
     return max(2 * schedule.patience, -(-schedule.min_epochs // schedule.every))
 
 
+def _halved(alive: list[Run]) -> list[Run]:
+    """Halving's cut: the better half of `alive` (rounded up) by best validation score so far, in
+    the grid's order; a rate finished by itself ranks with its best score. The rest are released."""
+    ranked = sorted(alive, key=lambda run: -run.best_score)  # stable: a tie keeps the grid's order
+    kept = ranked[: -(-len(alive) // 2)]
+    for run in alive:
+        if run not in kept:
+            run.release()
+    return [run for run in alive if run in kept]
+
+
 def train_heads_and_select(build: Callable[[], nn.Module], batch_fn: Callable[[torch.Tensor, torch.Generator], Any],
                            loss_fn: Callable[[nn.Module, Any], torch.Tensor],
                            score_fn: Callable[[list[nn.Module], torch.Tensor], list[float]], fit: torch.Tensor,
                            val: torch.Tensor, lrs: tuple[float, ...], max_epochs: int, patience: int, batch_size: int,
                            optimizer: Callable[..., torch.optim.Optimizer], seed: int, min_steps: int = 0,
-                           val_every_steps: int = 1, decays: int = 0, warmup: bool = False) -> Selected:
-    """The grid of `train_and_select` for heads on a frozen encoder, every rate in one pass.
+                           val_every_steps: int = 1, decays: int = 0, warmup: bool = False, selection: str = "grid",
+                           first_rung: int | None = None) -> Selected:
+    """`train_and_select` for heads on a frozen encoder, every rate in one pass.
 
     build(): a fresh head (called after seeding, as the grid builds each rate's model: every head
     starts from the grid's weights); batch_fn(batch indices, generator): what every head trains on
@@ -306,14 +315,18 @@ def train_heads_and_select(build: Callable[[], nn.Module], batch_fn: Callable[[t
     The batches come from one generator seeded as each run of the grid seeds its own, and a
     head's updates and random draws are its own (an optimizer each, torch's global random state
     switched per head), so each head trains the weights its sequential run would, batch order
-    included, and the choice is the grid's (up to float effects on a GPU). A head whose run stops
-    (patience, cap, divergence) stops updating; the pass ends when all have stopped.
+    included. A head whose run stops (patience, cap, divergence) stops updating; the pass ends when
+    all have stopped. selection: "grid" trains every head to its stop, and the choice is the grid's;
+    "halving" cuts the worse half of the heads (`_halved`, as `train_and_select` cuts) each time
+    they reach a rung of validations (`first_rung`, then twice as many, ...), the cut heads stop
+    there, and the choice is `train_and_select`'s halving's. Both up to float effects on a GPU.
     """
     schedule = Schedule.of(len(fit), batch_size, max_epochs, patience, min_steps, val_every_steps, decays, warmup)
     runs = [Run(lr, build, optimizer, seed, schedule) for lr in lrs]
+    alive, rung = list(runs), first_rung or first_rung_validations(schedule)  # alive: the heads halving has not cut
     gen = torch.Generator().manual_seed(seed)
     for epoch in range(1, schedule.max_epochs + 1):
-        active = [run for run in runs if not run.done]
+        active = [run for run in alive if not run.done]
         if not active:
             break
         for run in active:
@@ -339,6 +352,10 @@ def train_heads_and_select(build: Callable[[], nn.Module], batch_fn: Callable[[t
             scores = score_fn([run.model for run in validating], val)
         for run, score in zip(validating, scores):
             run.validated(score)
+        # The heads still training have all validated as often (every validating epoch so far): the rung is reached
+        # together, where train_and_select's halving would pause each of them.
+        if selection == "halving" and len(alive) > 1 and all(run.done or run.validations >= rung for run in alive):
+            alive, rung = _halved(alive), rung * 2
     return _chosen(runs, lrs)
 
 
