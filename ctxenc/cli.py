@@ -107,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--lr", type=float, help=f"Adam learning rate (default: {d.lr}, as in the paper's code)")
     add_seed(t, f"initial weights, data order and masks (default: {d.seed})")
     t.add_argument("--log-every", type=int, metavar="STEPS", help=f"steps between lines of OUT/log.jsonl (default: {d.log_every})")
-    t.add_argument("--checkpoint-every", type=int, metavar="STEPS", help=f"steps between resumable snapshots OUT/last.pt (default: {d.checkpoint_every}, and at each epoch's end)")
+    t.add_argument("--checkpoint-every", type=int, metavar="STEPS", help=f"steps between resumable snapshots OUT/last.pt (default: {d.checkpoint_every})")
     t.add_argument("--snapshot-minutes", type=float, metavar="MIN", help="instead of --checkpoint-every: snapshot at the first log line MIN minutes after the last snapshot (large models, whose snapshot is a multi-GB write)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt after an interruption (same settings); exact on CPU")
     add_out(p)

@@ -12,7 +12,7 @@ the host between steps.
 
 While training, `last.pt` holds everything needed to continue exactly (model, optimizers, step,
 the epoch's data order, every RNG state, the unlogged loss sums), as CPU tensors; it is rewritten
-atomically every `checkpoint_every` steps and at each epoch's end, or with `snapshot_minutes`
+atomically every `checkpoint_every` steps, or with `snapshot_minutes`
 at the first log line that many minutes after the last, so after a `kill -9` at any moment
 `--resume` continues and ends with the same weights, bit for bit on CPU, as an uninterrupted run.
 """
@@ -245,8 +245,7 @@ def train_loop(model: Pretext, images: torch.Tensor, labels: torch.Tensor | None
 
             log_now = step % cfg.log_every == 0 or step == total
             # With snapshot_minutes, snapshots are decided at log lines instead, by rank 0's clock.
-            snapshot_now = cfg.snapshot_minutes is None and step < total and \
-                (step % cfg.checkpoint_every == 0 or step % steps_per_epoch == 0)
+            snapshot_now = cfg.snapshot_minutes is None and step < total and step % cfg.checkpoint_every == 0
             if not (log_now or snapshot_now):
                 continue
             # The host read: the loss sums averaged over processes, whether rank 0 wants a snapshot

@@ -285,9 +285,9 @@ def _kill(job) -> None:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-    try:  # reap it, but never block: a Ctrl-C that lands inside Popen.poll() can leave Popen's wait lock
-        process.wait(timeout=10)  # held, and a plain wait() then waits forever
-    except subprocess.TimeoutExpired:
+    try:  # reap it with waitpid, not Popen.wait: a Ctrl-C that lands inside Popen.poll() can leave
+        os.waitpid(process.pid, 0)  # Popen's wait lock held, and wait() then blocks on the lock
+    except ChildProcessError:  # already reaped
         pass
 
 

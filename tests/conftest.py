@@ -39,3 +39,9 @@ def fmnist_root(tmp_path) -> Path:
 def isolated_cache(tmp_path, monkeypatch):
     """Decoded-image caches go to the test's own folder, never to the user's ~/.cache."""
     monkeypatch.setenv("CTXENC_CACHE", str(tmp_path / "cache"))
+
+
+def pytest_collection_modifyitems(items):
+    """Slow tests first (in collection order otherwise): with two pytest-xdist workers, a long test
+    dealt out last would leave the other worker idle until it ends."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)

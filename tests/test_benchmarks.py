@@ -13,6 +13,7 @@ TORCHRUN = shutil.which("torchrun") or str(Path(sys.executable).parent / "torchr
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
 
 
+@pytest.mark.slow
 def test_speed_pretrain_prints_its_table():
     out = subprocess.run([sys.executable, "benchmarks/speed_pretrain.py", "--workloads", "small,peak", "--threads", "1",
                           "--batch-size", "8", "--rounds", "1", "--steps", "1"],
@@ -21,6 +22,7 @@ def test_speed_pretrain_prints_its_table():
     assert "| ctxenc small encoder (1x32 px, L2) |" in out.stdout and "small share of matmul peak" in out.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not Path(TORCHRUN).exists(), reason="torchrun is not installed")
 def test_ddp_benchmark_trains_the_same_model_both_ways():
     out = subprocess.run([TORCHRUN, "--standalone", "--nproc_per_node=2", "benchmarks/ddp_vs_allreduce.py",

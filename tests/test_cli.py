@@ -31,6 +31,7 @@ def test_adversarial_pretraining_logs_both_losses(fmnist_root, tmp_path):
     assert {"loss_rec", "loss_adv", "loss_d"} <= set(log.columns)
 
 
+@pytest.mark.slow
 def test_bench_and_report(fmnist_root, tmp_path):
     suite = tmp_path / "tiny.yaml"
     suite.write_text(
@@ -78,6 +79,7 @@ def test_help_explains_every_command(command, capsys):
     assert "usage: ctxenc " + command in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_scenes_bench_table2_report(fmnist_root, tmp_path, monkeypatch):
     monkeypatch.setenv("CTXENC_CACHE", str(tmp_path / "cache"))
     suite = tmp_path / "scenes.yaml"

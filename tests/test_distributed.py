@@ -19,6 +19,7 @@ def curve(log: Path, key: str = "loss_rec") -> list[float]:
     return [json.loads(line)[key] for line in log.read_text().splitlines()]
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not Path(TORCHRUN).exists(), reason="torchrun is not installed")
 # Random crops are drawn for the global batch too; the adversarial run also checks the discriminator's reducer.
 @pytest.mark.parametrize("extra", [[], ["--augment", "--adversarial"]], ids=["plain", "augment+adversarial"])

@@ -54,6 +54,7 @@ def importable(monkeypatch):
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
 
 
+@pytest.mark.slow
 def test_local_workers_killed_job_and_resubmit_match_inline(tmp_path, importable):
     run_jobs(cells(tmp_path / "inline.csv", None), "inline", tmp_path / "jobs_inline")
     records, marker = tmp_path / "local.csv", tmp_path / "killed_once"
@@ -140,6 +141,7 @@ def test_slurm_without_sbatch_is_one_sentence(tmp_path):
         run_jobs({"a": functools.partial(print, 1)}, "slurm", tmp_path, slurm=launch.SlurmConfig(timeout_min=5))
 
 
+@pytest.mark.slow
 def test_bench_with_two_local_workers_records_what_inline_records(fmnist_root, tmp_path):
     """The real thing: a suite's cells as submitit jobs on 2 local workers give the inline run's records."""
     import pandas as pd
@@ -168,6 +170,7 @@ def note_gpu(folder: str, name: str) -> None:
     time.sleep(1)
 
 
+@pytest.mark.slow
 def test_local_jobs_each_get_a_gpu_in_turn(tmp_path, importable, monkeypatch):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,GPU-5e1f")  # what the launcher may hand out, as CUDA names them
     assert visible_gpus() == ["3", "GPU-5e1f"]
@@ -249,6 +252,7 @@ def join_group(folder: str) -> None:
     distributed.close()
 
 
+@pytest.mark.slow
 def test_a_job_of_two_tasks_gets_a_torch_distributed_environment(tmp_path, importable):
     import submitit
 

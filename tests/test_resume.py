@@ -46,6 +46,7 @@ def losses(log: Path) -> list[dict]:
             for line in log.read_text().splitlines()]
 
 
+@pytest.mark.slow
 def test_pretrain_killed_and_resumed_equals_uninterrupted(fmnist_root, tmp_path):
     args = ["pretrain", "--pretext", "context_encoder", "--adversarial", "--data-root", fmnist_root, "--epochs", "5",
             "--batch-size", "16", "--checkpoint-every", "5", "--seed", "3", "--no-progress"]
@@ -94,6 +95,7 @@ protocols: [{protocol: knn, k: 5}, {protocol: linear_probe, max_iter: 10}]
 """
 
 
+@pytest.mark.slow
 def test_bench_killed_and_rerun_equals_clean_run(fmnist_root, tmp_path):
     suite = tmp_path / "suite.yaml"
     suite.write_text(SUITE)

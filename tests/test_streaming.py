@@ -98,6 +98,7 @@ def test_a_bad_image_met_by_a_worker_is_one_sentence(folder):
     assert str(err.value).startswith("cannot read image ") and "a_003.jpg" in str(err.value) and "\n" not in str(err.value)
 
 
+@pytest.mark.slow
 def test_pretraining_on_a_streamed_folder_gives_the_cached_runs_weights(folder, tmp_path, capsys):
     spec = pretext_spec("context_encoder")
     train = TrainConfig(batch_size=4, max_steps=4, augment=True, seed=3)  # 3 steps per epoch: an epoch boundary too

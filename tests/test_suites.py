@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from ctxenc.cli import main
 from tests.real_formats import write_cifar, write_imagefolder, write_stl10, write_voc
@@ -39,6 +40,7 @@ def test_cifar_linear_with_limit(tmp_path, capsys):
     assert "holds a run made with --limit 8, this one has no --limit" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_paper_table2_with_limit(tmp_path):
     data = tmp_path / "data"
     write_stl10(data, n_train=8, n_test=8, n_unlabeled=8)
@@ -65,6 +67,7 @@ def test_paper_table2_with_limit(tmp_path):
     assert beside["random"]["VOC07 classification mAP (paper)"] == "53.3"
 
 
+@pytest.mark.slow
 def test_paper_table1_with_limit(tmp_path):
     data = tmp_path / "data"
     write_imagefolder(data / "paris_streetview", classes=None, n_flat=8)
