@@ -15,8 +15,10 @@ demo: install data
 	$(BIN)/ctxenc bench benchmarks/demo.yaml --launcher local --workers 2 --out $(DEMO_OUT)
 
 # Two one-thread pytest workers (pytest-xdist): torch's own threads would spin-wait on each other.
+# Tests are dealt one at a time (--maxschedchunk 1), slowest first (tests/conftest.py), so the
+# long ones spread over both workers instead of landing in one worker's first chunk.
 test: install data
-	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/python -m pytest -q -n 2
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/python -m pytest -q -n 2 --maxschedchunk 1
 
 install: $(STAMP)
 

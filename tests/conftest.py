@@ -42,6 +42,8 @@ def isolated_cache(tmp_path, monkeypatch):
 
 
 def pytest_collection_modifyitems(items):
-    """Slow tests first (in collection order otherwise): with two pytest-xdist workers, a long test
-    dealt out last would leave the other worker idle until it ends."""
+    """Slow tests first (in collection order otherwise): with two pytest-xdist workers dealing one
+    test at a time (`make test`: --maxschedchunk 1), a long test dealt out last would leave the
+    other worker idle until it ends. (xdist's default deals a first chunk of a quarter of each
+    worker's share: every slow test would land in the first worker's.)"""
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
